@@ -1,0 +1,200 @@
+"""`spectrumfm run`: replay a recording (or, later, a live radio) through the analysis path.
+
+    source ─┬─► spectrum_tap ─► zmq_publisher            (with --zmq)
+            └─► analysis_chain ─► sigmf_recorder          (with --record; else null sink)
+                    └─ decisions ─► decision_file_sink (--decisions), zmq_publisher,
+                                    sigmf_recorder annotations, the run summary
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import threading
+import time
+
+from spectrumfm.errors import InputError
+
+log = logging.getLogger("spectrumfm")
+
+DEFAULT_ZMQ = "tcp://127.0.0.1:5557"
+SOURCES = ("file", "soapy", "rtl_tcp")
+
+
+def add_parser(sub):
+    from spectrumfm.recording import FORMATS
+
+    p = sub.add_parser("run", help="replay a recording, or run live when no PATH is given",
+                       description="Replay a recording through the analysis path and publish, "
+                                   "write and record what it decides.")
+    p.add_argument("path", nargs="?", metavar="PATH",
+                   help="recording: .sigmf-meta/.sigmf-data/.sigmf, raw IQ (.cf32 .cfile .fc32 "
+                        ".ci16 .cs16 .cs8 .ci8 .cu8) or two-channel .wav")
+    p.add_argument("--source", choices=SOURCES, help="file when PATH is given")
+    p.add_argument("--args", default="", help="device string (live sources)")
+    p.add_argument("-f", "--freq", type=float, help="centre frequency in Hz (overrides metadata)")
+    p.add_argument("-s", "--samp-rate", type=float, help="sample rate in Hz (raw files need it)")
+    p.add_argument("-g", "--gain", help="gain in dB, or 'auto' (live sources)")
+    p.add_argument("--format", choices=FORMATS, help="sample format of a raw file")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="replay at the recording's own rate (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false",
+                      help="replay as fast as the analysis goes (lossless)")
+    p.add_argument("--loop", action="store_true", help="replay the file over and over")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds of signal")
+    p.add_argument("--tasks", default="occupancy,emission",
+                   help="comma-separated: occupancy, emission (default: %(default)s)")
+    p.add_argument("--model", default="energy-detector",
+                   help="model: energy-detector (the classical baseline; default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--zmq", nargs="?", const=DEFAULT_ZMQ, metavar="ADDRESS",
+                   help=f"publish spectrum, decision and status messages (default address "
+                        f"{DEFAULT_ZMQ}: localhost only)")
+    p.add_argument("--decisions", metavar="FILE.jsonl", help="write every decision, one JSON per line")
+    p.add_argument("--record", metavar="FILE.sigmf-meta",
+                   help="record the IQ with decisions as SigMF annotations")
+    p.add_argument("--stats", metavar="FILE.json", help="write run statistics at exit")
+    p.add_argument("--headless", action="store_true", help="no dashboard window")
+    p.add_argument("--fft-size", type=int, default=1024, help="spectrum rows' FFT size (default 1024)")
+    p.add_argument("--channels", type=int, default=16, help="occupancy grid sub-bands (default 16)")
+    p.add_argument("--pfa", type=float, default=1e-3, help="detector false-alarm rate per cell")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on standard output")
+    p.set_defaults(func=main)
+    return p
+
+
+def _check_args(args):
+    source = args.source or ("file" if args.path else None)
+    if source is None:
+        raise InputError("no recording given and no live --source: give PATH, or --source soapy|rtl_tcp")
+    if source != "file":
+        raise InputError(f"--source {source}: live radios are not supported in this version yet; "
+                         f"replay a recording with PATH")
+    if not args.path:
+        raise InputError("--source file needs a PATH")
+    for name in ("freq", "samp_rate", "duration", "pfa"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"--{name.replace('_', '-')}: not a finite number: {value}")
+    if args.samp_rate is not None and args.samp_rate <= 0:
+        raise InputError(f"--samp-rate must be positive, got {args.samp_rate:g}")
+    if args.duration < 0:
+        raise InputError(f"--duration must not be negative, got {args.duration:g}")
+    if not 0 < args.pfa < 0.5:
+        raise InputError(f"--pfa must be in (0, 0.5), got {args.pfa:g}")
+    if args.fft_size < 16 or args.fft_size & (args.fft_size - 1):
+        raise InputError(f"--fft-size must be a power of two >= 16, got {args.fft_size}")
+    if args.channels < 1:
+        raise InputError(f"--channels must be >= 1, got {args.channels}")
+    if args.model != "energy-detector":
+        raise InputError(f"--model {args.model}: unknown model; available: energy-detector")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise InputError(f"--device {args.device}: expected auto, cpu or cuda[:N]")
+    for name in ("decisions", "stats"):
+        path = getattr(args, name)
+        if path:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise InputError(f"--{name} {path}: directory {parent} does not exist")
+    try:
+        from gnuradio.spectrumfm.analysis_chain import parse_tasks
+        parse_tasks(args.tasks)
+    except ValueError as exc:
+        raise InputError(f"--tasks {args.tasks}: {exc}") from None
+
+
+def build(args):
+    """Build the flowgraph; returns (top_block, parts dict). Raises InputError on bad input."""
+    from gnuradio import blocks, gr
+    from gnuradio import spectrumfm
+
+    from .summary import decision_collector
+
+    tb = gr.top_block("spectrumfm run")
+    src = spectrumfm.file_source(args.path, args.format or "", args.samp_rate or 0.0,
+                                 args.freq if args.freq is not None else 0.0,
+                                 args.realtime, args.loop, args.duration)
+    rate, freq = src.samp_rate, src.center_freq
+    chain = spectrumfm.analysis_chain(rate, freq, args.tasks, n_channels=args.channels, pfa=args.pfa)
+    collector = decision_collector()
+    parts = {"source": src, "chain": chain, "collector": collector}
+    tb.connect(src, chain)
+    tb.msg_connect(chain, "decisions", collector, "decisions")
+    if args.record:
+        parts["recorder"] = spectrumfm.sigmf_recorder(args.record, rate, freq,
+                                                     description=f"spectrumfm run {args.path}")
+        tb.connect(chain, parts["recorder"])
+        tb.msg_connect(chain, "decisions", parts["recorder"], "annotations")
+    else:
+        tb.connect(chain, blocks.null_sink(gr.sizeof_gr_complex))
+    if args.decisions:
+        parts["jsonl"] = spectrumfm.decision_file_sink(args.decisions)
+        tb.msg_connect(chain, "decisions", parts["jsonl"], "decisions")
+    if args.zmq:
+        tap = spectrumfm.spectrum_tap(args.fft_size, 8, "hann")
+        parts["publisher"] = spectrumfm.zmq_publisher(args.zmq, args.fft_size, rate, freq,
+                                                     samples_per_row=args.fft_size * 8)
+        tb.connect(src, tap, parts["publisher"])
+        tb.msg_connect(chain, "decisions", parts["publisher"], "decisions")
+        tb.msg_connect(chain, "status", parts["publisher"], "status")
+    return tb, parts
+
+
+def execute(tb, stop_event: threading.Event):
+    """Run until the stream ends or ``stop_event`` is set (Ctrl-C, SIGTERM)."""
+    done = threading.Event()
+    tb.start()
+    waiter = threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True)
+    waiter.start()
+    while not done.is_set():
+        if stop_event.wait(0.1):
+            log.info("stopping: flushing decisions and recordings")
+            tb.stop()
+            break
+    waiter.join()
+
+
+def write_stats(path, parts, wall_s):
+    stats = {"samples_in": int(parts["source"].samples_produced)}
+    stats.update(parts["chain"].stats())
+    stats["samples_in"] = int(parts["source"].samples_produced)
+    stats.setdefault("overflows", 0)
+    stats["wall_s"] = round(wall_s, 3)
+    stats["decisions"] = parts["collector"].total
+    for name in ("recorder", "publisher", "jsonl"):
+        if name in parts:
+            stats[name] = parts[name].stats()
+    if path:
+        with open(path, "w") as fh:
+            json.dump(stats, fh, indent=2, default=str)
+            fh.write("\n")
+    return stats
+
+
+def main(args) -> int:
+    _check_args(args)
+    if not args.headless and os.environ.get("DISPLAY"):
+        log.info("the dashboard is not part of this version; running headless")
+    tb, parts = build(args)
+    stop_event = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.monotonic()
+    try:
+        execute(tb, stop_event)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    stats = write_stats(args.stats, parts, time.monotonic() - t0)
+    if not args.quiet:
+        from .summary import print_summary
+        print_summary(args, parts, stats)
+    return 0
