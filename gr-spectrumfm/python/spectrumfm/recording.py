@@ -178,10 +178,10 @@ def _locate(path: str, fmt: str | None) -> Layout:
     raise InputError(f"{path}: unknown file type: give --format (one of {', '.join(FORMATS)})")
 
 
-def _positive_rate(path: str, rate) -> float:
+def _positive_rate(path: str, rate, source: str) -> float:
     rate = float(rate)
     if not math.isfinite(rate) or rate <= 0:
-        raise InputError(f"{path}: sample rate must be positive, got {rate:g}")
+        raise InputError(f"{path}: sample rate must be positive, got {rate:g} ({source})")
     return rate
 
 
@@ -217,14 +217,14 @@ def open_recording(path, *, format: str | None = None, samp_rate: float | None =
         raise InputError(f"{e.filename or path}: cannot read ({e.strerror or e})") from None
 
     if samp_rate is not None:
-        rate = _positive_rate(path, samp_rate)
+        rate = _positive_rate(path, samp_rate, "--samp-rate")
         if layout.samp_rate is not None and not math.isclose(rate, layout.samp_rate):
             log.warning("%s: --samp-rate %g overrides the file's %g S/s", path, rate,
                         layout.samp_rate)
     elif layout.samp_rate is None:
         raise InputError(f"{path}: no sample rate: give --samp-rate")
     else:
-        rate = _positive_rate(path, layout.samp_rate)
+        rate = _positive_rate(path, layout.samp_rate, "as the file says")
 
     captures = list(layout.captures) or [Capture(0, layout.center_freq, None)]
     freq = layout.center_freq
@@ -243,4 +243,7 @@ def open_recording(path, *, format: str | None = None, samp_rate: float | None =
                             c.datetime) for i, c in enumerate(captures)]
         freq = center_freq
     captures = [_check_datetime(path, c) for c in captures]
-    return Recording(path, layout, rate, freq, captures)
+    rec = Recording(path, layout, rate, freq, captures)
+    for note in layout.notes:
+        log.warning("%s", note)
+    return rec

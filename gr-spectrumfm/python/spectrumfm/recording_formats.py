@@ -90,6 +90,7 @@ class Layout:
     description: str = ""
     num_channels: int = 1
     buffer: bytes | None = None   # samples already in memory (compressed archives)
+    notes: list[str] = field(default_factory=list)   # warnings, logged once the file opens
 
 
 def _read_json(meta_path: str, raw: bytes) -> dict:
@@ -114,56 +115,69 @@ def _as_float(meta_path: str, key: str, value) -> float | None:
     return float(value)
 
 
+def _as_count(meta_path: str, key: str, value) -> int:
+    """A non-negative whole number (JSON writers sometimes put 1024.0 for 1024)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{meta_path}: {key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
 def _sigmf_fields(meta_path: str, meta: dict):
     """The fields we use, checked by us (for one-line messages), then the whole by sigmf."""
     from sigmf.sigmffile import SigMFFile  # sigmf pulls in jsonschema: only load it if needed
-    from jsonschema.exceptions import ValidationError
 
-    name = meta["global"].get("core:datatype")
+    g = meta["global"]
+    name = g.get("core:datatype")
     if name is None:
         raise InputError(f"{meta_path}: no core:datatype")
     datatype = parse_datatype(name)
     if datatype is None:
         raise InputError(f"{meta_path}: unknown SigMF datatype {name!r}")
-    captures_raw = meta.get("captures", [])
-    if not isinstance(captures_raw, list) or not all(isinstance(c, dict) for c in captures_raw):
+    raw_caps = meta.setdefault("captures", [])
+    if not isinstance(raw_caps, list) or not all(isinstance(c, dict) for c in raw_caps):
         raise InputError(f"{meta_path}: 'captures' must be a list of objects")
-    meta.setdefault("captures", captures_raw)
     meta.setdefault("annotations", [])
-    sf = SigMFFile(metadata=meta)
+    notes = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # undeclared-extension notices are not our user's concern
         try:
-            sf.validate()
-        except ValidationError as e:
+            SigMFFile(metadata=meta).validate()
+        except Exception as e:  # noqa: BLE001 -- advisory only, whatever the validator trips on
             # Recordings in the wild often miss some required key (core:version...) yet are
             # perfectly readable; refusing them would help nobody, so say it and go on.
-            log.warning("%s: not valid SigMF (%s); reading it anyway", meta_path,
-                        str(e.message).splitlines()[0])
+            # Noted rather than logged: a file refused for another reason below gets one
+            # line, its error, not first a warning about the same field.
+            why = str(getattr(e, "message", e)).splitlines()[0]
+            notes.append(f"{meta_path}: not valid SigMF ({why}); reading it anyway")
+    starts = [_as_count(meta_path, "core:sample_start", c.get("core:sample_start", 0))
+              for c in raw_caps]
+    ordered = [c for _, c in sorted(zip(starts, raw_caps), key=lambda sc: sc[0])]
     captures = []
-    for c in sorted(sf.get_captures(), key=lambda c: int(c.get("core:sample_start", 0))):
-        start = c.get("core:sample_start", 0)
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise InputError(f"{meta_path}: core:sample_start must be a whole number >= 0")
+    for start, c in zip(sorted(starts), ordered):
         dt = c.get("core:datetime")
         captures.append(Capture(start, _as_float(meta_path, "core:frequency",
                                                  c.get("core:frequency")),
                                 dt if isinstance(dt, str) else None))
     if not captures or captures[0].sample_start != 0:
         captures.insert(0, Capture(0, None, None))
-    header = int(sf.get_captures()[0].get("core:header_bytes", 0)) if sf.get_captures() else 0
-    if any(c.get("core:header_bytes", 0) for c in sf.get_captures()[1:]):
+    header = _as_count(meta_path, "core:header_bytes",
+                       ordered[0].get("core:header_bytes", 0)) if ordered else 0
+    if any(c.get("core:header_bytes", 0) for c in ordered[1:]):
         raise InputError(f"{meta_path}: core:header_bytes between captures is not supported")
-    g = sf.get_global_info()
     desc = g.get("core:description")
     return dict(
         datatype=datatype,
         samp_rate=_as_float(meta_path, "core:sample_rate", g.get("core:sample_rate")),
         center_freq=captures[0].center_freq, captures=captures,
         description=desc if isinstance(desc, str) else "",
-        num_channels=max(1, int(g.get("core:num_channels", 1) or 1)),
-        header=header, trailing=int(g.get("core:trailing_bytes", 0) or 0),
+        num_channels=max(1, _as_count(meta_path, "core:num_channels",
+                                      g.get("core:num_channels", 1))),
+        header=header,
+        trailing=_as_count(meta_path, "core:trailing_bytes", g.get("core:trailing_bytes", 0)),
         dataset=g.get("core:dataset"), metadata_only=bool(g.get("core:metadata_only")),
+        notes=notes,
     )
 
 
@@ -197,7 +211,7 @@ def _sigmf_layout(data_path: str, fields: dict, size: int, start: int = 0, buffe
                          "its metadata declares")
     return Layout(data_path, start + fields["header"], nbytes, fields["datatype"],
                   fields["samp_rate"], fields["center_freq"], fields["captures"],
-                  fields["description"], fields["num_channels"], buffer)
+                  fields["description"], fields["num_channels"], buffer, fields["notes"])
 
 
 def _safe_member(name: str) -> bool:
@@ -270,7 +284,9 @@ def locate_wav(path: str) -> Layout:
     center = None
     with open(path, "rb") as f:
         head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        # RF64/BW64 (recordings over 4 GiB) put the real sizes in a ds64 chunk and 0xFFFFFFFF
+        # in the data chunk, which the rest-of-file rule below already handles.
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
             raise InputError(f"{path}: not a WAV file (no RIFF/WAVE header)")
         pos = 12
         while pos + 8 <= size and data is None:
