@@ -102,8 +102,7 @@ def test_001_rows_decisions_and_eos_reach_a_subscriber():
         got.setdefault(msg.topic, []).append(msg)
     eos = msg.header
     spectra = got["spectrum"]
-    assert [m.header["seq"] for m in spectra] == list(range(spectra[0].header["seq"], 20))
-    assert len(spectra) == 20  # nothing lost, so the first seq is 0
+    assert [m.header["seq"] for m in spectra] == list(range(20))  # nothing lost
     for i, m in enumerate(spectra):
         assert m.header["fft_size"] == FFT and m.header["sample_index"] == i * SPR
         assert m.header["time"] == pytest.approx(i * SPR / RATE)

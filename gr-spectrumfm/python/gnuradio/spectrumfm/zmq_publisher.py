@@ -81,7 +81,8 @@ class zmq_publisher(gr.sync_block):
         hwm: messages queued per subscriber before dropping.
         status_interval: seconds between status messages (0 disables them).
         samples_per_row: input samples one row stands for (FFT frames averaged times
-            ``fft_size``, plus any skipped); gives each row its ``sample_index`` and ``time``.
+            ``fft_size``; None or 0: ``fft_size``); gives each row its ``sample_index`` and
+            ``time``.
 
     At stop() an ``eos`` message is published and the socket is closed. Counters: stats().
     Raises InputError for a malformed address or one that cannot be bound.
@@ -96,6 +97,8 @@ class zmq_publisher(gr.sync_block):
             raise InputError(f"samp_rate: must be positive, got {samp_rate}")
         if int(hwm) < 1:
             raise InputError(f"hwm: must be at least 1 message, got {hwm}")
+        if samples_per_row is not None and int(samples_per_row) < 0:
+            raise InputError(f"samples_per_row: must be positive, got {samples_per_row}")
         gr.sync_block.__init__(self, name="spectrumfm_zmq_publisher",
                                in_sig=[(np.float32, fft_size)], out_sig=None)
         self.address = str(address)
