@@ -42,20 +42,23 @@ class analysis_chain(gr.hier_block2):
         center_freq: centre frequency in Hz (until an ``rx_freq`` tag says otherwise).
         tasks: comma-separated tasks (see ``SUPPORTED_TASKS``).
         fft_size: FFT length of the detector's time-frequency grid, in samples.
-        frames_per_slot: FFT frames per time slot (a slot is ``fft_size * frames_per_slot``
-            samples: the occupancy grid's time resolution).
-        n_channels: sub-bands of the occupancy grid.
+        slot_s: the occupancy grid's time step, in seconds (rounded to whole FFT frames at
+            ``samp_rate``). Emission boxes keep the finer resolution of a few FFT frames;
+            the slot sets how often each channel gets an occupancy decision, so that a fast
+            radio does not drown subscribers in decisions (16 channels at 20 slots/s = 320/s).
+        n_channels: sub-bands of the occupancy grid; must divide ``fft_size``.
         pfa: false-alarm probability per grid cell.
     """
 
     def __init__(self, samp_rate, center_freq=0.0, tasks="occupancy,emission", fft_size=256,
-                 frames_per_slot=16, n_channels=16, pfa=1e-3):
+                 slot_s=0.05, n_channels=16, pfa=1e-3):
         gr.hier_block2.__init__(self, "spectrumfm_analysis_chain",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.tasks = parse_tasks(tasks)
         self.message_port_register_hier_out("decisions")
         self.message_port_register_hier_out("status")
+        frames_per_slot = max(1, round(float(slot_s) * float(samp_rate) / int(fft_size)))
         self.detector = energy_detector(samp_rate, center_freq, fft_size, frames_per_slot,
                                         n_channels, pfa, ",".join(self.tasks))
         self.connect(self, self.detector, self)
