@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import SCENE_RATE, read_jsonl, run_cli, write_raw
+from sfm_testutil import SCENE_RATE, read_jsonl, run_cli, write_raw
 
 
 def assert_one_line_error(res, *words):
@@ -52,7 +52,7 @@ def test_bad_rate(tmp_path, scene, rate):
 
 
 def test_bad_rate_in_metadata(tmp_path, scene):
-    from conftest import write_sigmf
+    from sfm_testutil import write_sigmf
 
     meta = write_sigmf(tmp_path / "neg", scene[:1000], "cf32_le", rate=-5.0)
     assert_one_line_error(run_cli("run", meta, "--fast"), "neg.sigmf-meta", "sample rate")

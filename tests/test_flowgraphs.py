@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SCENE_FREQ, free_port, read_jsonl, write_sigmf
+from sfm_testutil import ROOT, SCENE_FREQ, free_port, read_jsonl, write_sigmf
 from spectrumfm.schema import validate_decision
 
 FLOWGRAPHS = sorted((ROOT / "flowgraphs").glob("*.grc"))

@@ -1,6 +1,6 @@
 """End to end: `spectrumfm run` replays a recording in every supported format.
 
-Each test writes the same scene (a steady tone and a burst in noise, see conftest) in one
+Each test writes the same scene (a steady tone and a burst in noise, see sfm_testutil) in one
 format, replays it with the installed command and checks the decisions file: every line
 follows schema v1, the tone's channel is occupied, an emission box sits on each emitter.
 """
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import (BURST_HZ, BURST_S, SCENE_FREQ, SCENE_RATE, TONE_HZ, read_jsonl, run_cli,
+from sfm_testutil import (BURST_HZ, BURST_S, SCENE_FREQ, SCENE_RATE, TONE_HZ, read_jsonl, run_cli,
                       write_raw, write_sigmf, write_wav)
 from spectrumfm.schema import validate_decision
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import zmq
 
-from conftest import SCENE_RATE, SPECTRUMFM, free_port, read_jsonl, write_raw
+from sfm_testutil import SCENE_RATE, SPECTRUMFM, free_port, read_jsonl, write_raw
 from spectrumfm.schema import decode
 
 

@@ -23,6 +23,8 @@ log = logging.getLogger("spectrumfm")
 
 DEFAULT_ZMQ = "tcp://127.0.0.1:5557"
 SOURCES = ("file", "soapy", "rtl_tcp")
+DETECTOR_FFT = 256
+STOP_TIMEOUT_S = 10.0
 
 
 def add_parser(sub):
@@ -61,7 +63,10 @@ def add_parser(sub):
     p.add_argument("--stats", metavar="FILE.json", help="write run statistics at exit")
     p.add_argument("--headless", action="store_true", help="no dashboard window")
     p.add_argument("--fft-size", type=int, default=1024, help="spectrum rows' FFT size (default 1024)")
-    p.add_argument("--channels", type=int, default=16, help="occupancy grid sub-bands (default 16)")
+    p.add_argument("--channels", type=int, default=16,
+                   help="occupancy grid sub-bands, dividing 256 (default 16)")
+    p.add_argument("--slot", type=float, default=0.05,
+                   help="occupancy grid time step in seconds (default 0.05)")
     p.add_argument("--pfa", type=float, default=1e-3, help="detector false-alarm rate per cell")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on standard output")
     p.set_defaults(func=main)
@@ -89,8 +94,10 @@ def _check_args(args):
         raise InputError(f"--pfa must be in (0, 0.5), got {args.pfa:g}")
     if args.fft_size < 16 or args.fft_size & (args.fft_size - 1):
         raise InputError(f"--fft-size must be a power of two >= 16, got {args.fft_size}")
-    if args.channels < 1:
-        raise InputError(f"--channels must be >= 1, got {args.channels}")
+    if args.channels < 1 or DETECTOR_FFT % args.channels:
+        raise InputError(f"--channels must divide {DETECTOR_FFT} (1, 2, 4, ... 256), got {args.channels}")
+    if not (math.isfinite(args.slot) and args.slot > 0):
+        raise InputError(f"--slot must be a positive number of seconds, got {args.slot:g}")
     if args.model != "energy-detector":
         raise InputError(f"--model {args.model}: unknown model; available: energy-detector")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
@@ -120,7 +127,8 @@ def build(args):
                                  args.freq if args.freq is not None else 0.0,
                                  args.realtime, args.loop, args.duration)
     rate, freq = src.samp_rate, src.center_freq
-    chain = spectrumfm.analysis_chain(rate, freq, args.tasks, n_channels=args.channels, pfa=args.pfa)
+    chain = spectrumfm.analysis_chain(rate, freq, args.tasks, DETECTOR_FFT, args.slot,
+                                      args.channels, args.pfa)
     collector = decision_collector()
     parts = {"source": src, "chain": chain, "collector": collector}
     tb.connect(src, chain)
@@ -131,12 +139,15 @@ def build(args):
         tb.connect(chain, parts["recorder"])
         tb.msg_connect(chain, "decisions", parts["recorder"], "annotations")
     else:
-        tb.connect(chain, blocks.null_sink(gr.sizeof_gr_complex))
+        parts["null"] = blocks.null_sink(gr.sizeof_gr_complex)
+        tb.connect(chain, parts["null"])
     if args.decisions:
         parts["jsonl"] = spectrumfm.decision_file_sink(args.decisions)
         tb.msg_connect(chain, "decisions", parts["jsonl"], "decisions")
     if args.zmq:
-        tap = spectrumfm.spectrum_tap(args.fft_size, 8, "hann")
+        # Every Python block stays referenced in ``parts``: GNU Radio's gateway does not keep
+        # the Python object alive, and a collected block crashes its scheduler thread.
+        tap = parts["tap"] = spectrumfm.spectrum_tap(args.fft_size, 8, "hann")
         parts["publisher"] = spectrumfm.zmq_publisher(args.zmq, args.fft_size, rate, freq,
                                                      samples_per_row=args.fft_size * 8)
         tb.connect(src, tap, parts["publisher"])
@@ -145,8 +156,12 @@ def build(args):
     return tb, parts
 
 
-def execute(tb, stop_event: threading.Event):
-    """Run until the stream ends or ``stop_event`` is set (Ctrl-C, SIGTERM)."""
+def execute(tb, stop_event: threading.Event) -> bool:
+    """Run until the stream ends or ``stop_event`` is set (Ctrl-C, SIGTERM).
+
+    Returns False when the flowgraph did not stop within ``STOP_TIMEOUT_S`` of being asked
+    (a block thread that died leaves ``wait()`` hanging): the caller then exits without it.
+    """
     done = threading.Event()
     tb.start()
     waiter = threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True)
@@ -156,7 +171,8 @@ def execute(tb, stop_event: threading.Event):
             log.info("stopping: flushing decisions and recordings")
             tb.stop()
             break
-    waiter.join()
+    waiter.join(STOP_TIMEOUT_S if stop_event.is_set() else None)
+    return done.is_set()
 
 
 def write_stats(path, parts, wall_s):
@@ -189,11 +205,15 @@ def main(args) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
-        execute(tb, stop_event)
+        stopped = execute(tb, stop_event)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
     stats = write_stats(args.stats, parts, time.monotonic() - t0)
+    if not stopped:
+        log.error("the flowgraph did not stop within %g s; exiting without it (files written "
+                  "so far are kept)", STOP_TIMEOUT_S)
+        os._exit(1)  # a hung scheduler thread would otherwise keep the process alive
     if not args.quiet:
         from .summary import print_summary
         print_summary(args, parts, stats)

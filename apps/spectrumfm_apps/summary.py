@@ -68,7 +68,7 @@ def print_summary(args, parts, stats, out=None):
               f"(start s, duration ms, band MHz, SNR dB, score):", file=out)
         shown = sorted(col.emissions, key=lambda d: d["sample_start"])[:40]
         for d in shown:
-            print(f"  {d['time']:8.3f}  {1e3 * d['sample_count'] / rate:8.1f}  "
+            print(f"  {d['sample_start'] / rate:8.3f}  {1e3 * d['sample_count'] / rate:8.1f}  "
                   f"{_mhz(d['freq_lo'])}-{_mhz(d['freq_hi'])}  "
                   f"{d.get('snr_db', float('nan')):5.1f}  {d['score']:.2f}", file=out)
         if len(col.emissions) > len(shown):

@@ -53,9 +53,12 @@ def test_002_decisions_follow_schema_and_tags():
         validate_decision(d)
         assert d["center_freq"] == 2.4e9
     tone = 2.4e9 + 40e3
-    occupied = {(d["freq_lo"], d["freq_hi"]) for d in decisions
-                if d["task"] == "occupancy" and d["label"] == "occupied"}
-    assert occupied and all(lo <= tone < hi for lo, hi in occupied)
+    occupancy = [d for d in decisions if d["task"] == "occupancy"]
+    on_tone = [d for d in occupancy if d["freq_lo"] <= tone < d["freq_hi"]]
+    elsewhere = [d for d in occupancy if not d["freq_lo"] <= tone < d["freq_hi"]]
+    assert on_tone and all(d["label"] == "occupied" for d in on_tone)
+    # pfa is 1e-3 per cell: a false alarm among the ~150 noise cells may happen, many may not.
+    assert sum(d["label"] == "occupied" for d in elsewhere) <= 0.02 * len(elsewhere) + 1
     assert any(d["task"] == "emission" and d["freq_lo"] <= tone <= d["freq_hi"] for d in decisions)
 
 

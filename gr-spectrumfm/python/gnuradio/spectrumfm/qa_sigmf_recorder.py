@@ -1,6 +1,7 @@
 """QA for sigmf_recorder: real flowgraphs, recordings read back with the sigmf package."""
 
 import errno
+import importlib
 import logging
 import os
 import shutil
@@ -14,11 +15,13 @@ import pytest
 import sigmf
 from gnuradio import blocks, gr
 
-from gnuradio.spectrumfm import sigmf_recorder as recorder_module
 from gnuradio.spectrumfm.pmtutil import RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
 from gnuradio.spectrumfm.sigmf_recorder import sigmf_recorder
 from spectrumfm import schema
 from spectrumfm.errors import InputError
+
+# The module itself (the package re-exports the block class under the module's name).
+recorder_module = importlib.import_module("gnuradio.spectrumfm.sigmf_recorder")
 
 RATE = 1e6
 

@@ -1,0 +1,113 @@
+"""Helpers for the system tests: the installed command, scenes and file writers.
+
+The system tests run what a user runs: the `spectrumfm` command installed in .venv by
+`make install`, from a temporary directory, never the source tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SPECTRUMFM = VENV_BIN / "spectrumfm"
+
+SCENE_RATE = 250_000.0
+SCENE_FREQ = 433.92e6
+# One steady tone and one burst, in known places (Hz from centre, seconds).
+TONE_HZ = 50_000.0
+BURST_HZ = -80_000.0
+BURST_S = (0.30, 0.50)
+
+
+def make_scene(seconds=0.8, seed=1):
+    """Noise (RMS 0.01) + a steady tone at TONE_HZ + a burst at BURST_HZ during BURST_S."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SCENE_RATE)
+    t = np.arange(n) / SCENE_RATE
+    x = (rng.normal(size=n) + 1j * rng.normal(size=n)) * 0.01 / np.sqrt(2)
+    x += 0.2 * np.exp(2j * np.pi * TONE_HZ * t)
+    on = (t >= BURST_S[0]) & (t < BURST_S[1])
+    x[on] += 0.2 * np.exp(2j * np.pi * BURST_HZ * t[on])
+    return x.astype(np.complex64)
+
+
+def _interleave(x, dtype, scale, offset=0.0):
+    iq = np.empty(2 * x.size, np.float64)
+    iq[0::2], iq[1::2] = x.real, x.imag
+    return np.clip(np.round(iq * scale + offset), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+
+def write_raw(path: Path, x, fmt):
+    """Raw interleaved IQ as a user's SDR tool would write it."""
+    if fmt in ("cf32", "cfile", "fc32"):
+        x.astype("<c8").tofile(path)
+    elif fmt in ("ci16", "cs16"):
+        _interleave(x, np.int16, 32768).astype("<i2").tofile(path)
+    elif fmt in ("cs8", "ci8"):
+        _interleave(x, np.int8, 128).tofile(path)
+    elif fmt == "cu8":
+        _interleave(x, np.uint8, 128, 127.5).tofile(path)
+    else:
+        raise ValueError(fmt)
+    return path
+
+
+def write_sigmf(base: Path, x, datatype="ci16_le", freq=SCENE_FREQ, rate=SCENE_RATE):
+    """A SigMF pair, metadata as plain JSON (independent of the reader under test)."""
+    kind, _, endian = datatype.partition("_")
+    order = ">" if endian == "be" else "<"
+    if kind == "cf32":
+        data = x.astype(order + "c8").tobytes()
+    elif kind == "ci16":
+        data = _interleave(x, np.int16, 32768).astype(order + "i2").tobytes()
+    elif kind == "ci8":
+        data = _interleave(x, np.int8, 128).tobytes()
+    elif kind == "cu8":
+        data = _interleave(x, np.uint8, 128, 127.5).tobytes()
+    else:
+        raise ValueError(datatype)
+    base.with_suffix(".sigmf-data").write_bytes(data)
+    meta = {"global": {"core:datatype": datatype, "core:sample_rate": rate, "core:version": "1.0.0"},
+            "captures": [{"core:sample_start": 0, "core:frequency": freq,
+                          "core:datetime": "2026-01-01T00:00:00Z"}],
+            "annotations": []}
+    path = base.with_suffix(".sigmf-meta")
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def write_wav(path: Path, x, rate=SCENE_RATE):
+    """Two-channel 16-bit baseband WAV (left I, right Q), as SDR# and SDR++ write it."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(_interleave(x, np.int16, 32768).astype("<i2").tobytes())
+    return path
+
+
+def run_cli(*args, timeout=120, cwd=None, env=None):
+    """Run the installed command; returns CompletedProcess with text output."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("DISPLAY", None)
+    return subprocess.run([str(SPECTRUMFM), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=full_env)
+
+
+def read_jsonl(path: Path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
