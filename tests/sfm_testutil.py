@@ -6,6 +6,7 @@ The system tests run what a user runs: the `spectrumfm` command installed in .ve
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -111,3 +112,24 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class full_disk_file:
+    """A simulated full disk (replaces a block's file object in a test): takes ``room``
+    bytes, then writes part of the next buffer and raises ENOSPC, as a real write does."""
+
+    def __init__(self, raw, room):
+        self.raw, self.room = raw, room
+
+    def write(self, buf):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = self.raw.write(buf[:self.room])
+        self.room -= n
+        return n
+
+    def truncate(self, size):
+        return self.raw.truncate(size)
+
+    def close(self):
+        self.raw.close()

@@ -1,9 +1,7 @@
 """QA for decision_file_sink: decisions from a running flowgraph into a JSONL file."""
 
-import errno
 import json
 import logging
-import os
 import threading
 import time
 
@@ -16,6 +14,7 @@ from gnuradio.spectrumfm.decision_file_sink import decision_file_sink
 from gnuradio.spectrumfm.pmtutil import dict_to_pmt
 from spectrumfm import schema
 from spectrumfm.errors import InputError
+from sfm_testutil import full_disk_file
 
 
 def decision(i, **extra):
@@ -94,27 +93,6 @@ def test_002_each_line_reaches_the_file_at_once(tmp_path):
         post.release.set()
         tb.wait()
     assert read_lines(path) == [decision(i) for i in range(3)]
-
-
-class full_disk_file:
-    """Simulated full disk (the sink's file object replaced): takes ``room`` bytes, then
-    writes part of the next line and raises ENOSPC, as a real write on a full disk does."""
-
-    def __init__(self, raw, room):
-        self.raw, self.room = raw, room
-
-    def write(self, buf):
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = self.raw.write(buf[:self.room])
-        self.room -= n
-        return n
-
-    def truncate(self, size):
-        return self.raw.truncate(size)
-
-    def close(self):
-        self.raw.close()
 
 
 def test_003_full_disk_stops_writing_and_stays_alive(tmp_path, caplog):

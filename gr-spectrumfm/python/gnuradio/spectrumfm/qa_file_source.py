@@ -9,7 +9,7 @@ import pytest
 from gnuradio import blocks, gr
 
 from gnuradio.spectrumfm.file_source import file_source
-from gnuradio.spectrumfm.pmtutil import EOS, RX_FREQ, RX_RATE, RX_TIME
+from gnuradio.spectrumfm.pmtutil import EOS
 from spectrumfm.errors import InputError
 
 

@@ -1,6 +1,5 @@
 """QA for sigmf_recorder: real flowgraphs, recordings read back with the sigmf package."""
 
-import errno
 import importlib
 import logging
 import os
@@ -19,6 +18,7 @@ from gnuradio.spectrumfm.pmtutil import RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
 from gnuradio.spectrumfm.sigmf_recorder import sigmf_recorder
 from spectrumfm import schema
 from spectrumfm.errors import InputError
+from sfm_testutil import full_disk_file
 
 # The module itself (the package re-exports the block class under the module's name).
 recorder_module = importlib.import_module("gnuradio.spectrumfm.sigmf_recorder")
@@ -179,27 +179,6 @@ def test_003_full_disk_on_a_real_tmpfs(tmp_path, caplog):
         del meta  # its memmap holds the data file open
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
-
-
-class full_disk_file:
-    """Simulated full disk (monkeypatched file object): takes ``room`` bytes, then writes
-    part of the next buffer (not a whole sample) and raises ENOSPC like a real write."""
-
-    def __init__(self, raw, room):
-        self.raw, self.room = raw, room
-
-    def write(self, buf):
-        if self.room <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = self.raw.write(buf[:self.room])
-        self.room -= n
-        return n
-
-    def truncate(self, size):
-        return self.raw.truncate(size)
-
-    def close(self):
-        self.raw.close()
 
 
 def test_004_full_disk_simulated_partial_write(tmp_path, caplog):
