@@ -199,3 +199,38 @@ def test_010_tasks_select_what_is_computed():
     assert {d["task"] for d in run(only_grid, x)} == {"occupancy"}
     with pytest.raises(ValueError):
         EnergyDetector(EnergyDetectorConfig(), FS, CF, tasks=("anomaly",))
+
+
+@pytest.mark.parametrize("frames_per_slot", [16, 49, 50, 195])
+@pytest.mark.parametrize("chunk_frames", [None, "slot", 10, "random"])
+def test_burst_box_survives_any_chunking(frames_per_slot, chunk_frames):
+    """A burst whose switch-off splatter joins its box late must keep its whole extent,
+    however the stream is cut into calls (regression: the box was trimmed to the last
+    call boundary when a wide splatter fork diluted its time profile)."""
+    rate, n_frames = 250e3, 780
+    n = n_frames * K
+    t = np.arange(n) / rate
+    x = noise(n, 1e-4).astype(np.complex128) + 0.2 * np.exp(2j * np.pi * 50e3 * t)
+    on = (t >= 0.30) & (t < 0.50)
+    x[on] += 0.2 * np.exp(2j * np.pi * -80e3 * t[on])  # switched hard: splatter at both ends
+    x = x.astype(np.complex64)
+    det = EnergyDetector(EnergyDetectorConfig(frames_per_slot=frames_per_slot), rate, 0.0,
+                         tasks=("emission",))
+    rng = np.random.default_rng(frames_per_slot)
+    if chunk_frames is None:
+        bounds = [0, n_frames]
+    elif chunk_frames == "random":
+        bounds = sorted({0, n_frames, *rng.integers(1, n_frames, 40).tolist()})
+    else:
+        step = frames_per_slot if chunk_frames == "slot" else chunk_frames
+        bounds = list(range(0, n_frames, step)) + [n_frames]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out += det.process(x[a * K:b * K], a * K)
+    out += det.flush()
+    burst = [d for d in out if d["freq_lo"] - 2e3 <= -80e3 <= d["freq_hi"] + 2e3]
+    assert len(burst) == 1, burst
+    start = burst[0]["sample_start"] / rate
+    end = (burst[0]["sample_start"] + burst[0]["sample_count"]) / rate
+    frame_s = K / rate
+    assert abs(start - 0.30) <= 2 * frame_s and abs(end - 0.50) <= 2 * frame_s, (start, end)

@@ -133,7 +133,11 @@ class BoxTracker:
         k_last = bins.stop - np.argmax(cells[:, ::-1], axis=1)
         score = np.where(cells, self._confidence(stat[sl], dof[sl]), 0.0).max(axis=1)
         seeded = (cells & seed[sl]).any(axis=1)
-        tprof = raw[sl].mean(axis=1)
+        # Per frame, the mean over the component's own cells, not over its bounding box: a
+        # short wideband fork (a burst's switch-off splatter) widens the box's bin range, and
+        # averaging the whole range would dilute the emission and trim it off at _close.
+        n_cells = cells.sum(axis=1)
+        tprof = np.where(cells, raw[sl], 0.0).sum(axis=1) / np.maximum(n_cells, 1)
         r = 0
         while r < cells.shape[0]:
             seg = slice(r, min(cells.shape[0], r + max_frames - box.n_frames))
