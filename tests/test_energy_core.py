@@ -201,36 +201,83 @@ def test_010_tasks_select_what_is_computed():
         EnergyDetector(EnergyDetectorConfig(), FS, CF, tasks=("anomaly",))
 
 
+RATE, N_FRAMES = 250e3, 780          # the app's 0.05 s slots at 250 kHz: 49 frames
+
+
+def burst_scene(variant="steady"):
+    """Noise (RMS 0.01), a 0.2 tone at +50 kHz all along and a 0.2 burst at -80 kHz from 0.30
+    to 0.50 s, switched hard (splatter at both ends). "weak_tail": the burst's last 0.05 s is
+    9 dB weaker; "fork": a weaker 35 kHz wide emission joins the burst for its last 0.05 s."""
+    n = N_FRAMES * K
+    t = np.arange(n) / RATE
+    x = noise(n, 1e-4).astype(np.complex128) + 0.2 * np.exp(2j * np.pi * 50e3 * t)
+    on, tail = (t >= 0.30) & (t < 0.50), (t >= 0.45) & (t < 0.50)
+    amp = np.where(tail & (variant == "weak_tail"), 0.2 * 10 ** (-9 / 20), 0.2)
+    x[on] += amp[on] * np.exp(2j * np.pi * -80e3 * t[on])
+    if variant == "fork":
+        spec = np.fft.fft(noise(tail.sum(), 1.0, seed=5))
+        f = np.fft.fftfreq(spec.size, 1 / RATE)
+        spec[(f < -79.5e3) | (f >= -45e3)] = 0
+        x[tail] += 0.02 * np.fft.ifft(spec) / np.sqrt(np.mean(np.abs(np.fft.ifft(spec)) ** 2))
+    return x.astype(np.complex64)
+
+
+def chunk_bounds(how, frames_per_slot, rng):
+    """Frame indices where process() calls start: one call, slots, 10 frames, or random."""
+    if how is None:
+        return [0, N_FRAMES]
+    if how == "random":
+        return sorted({0, N_FRAMES, *rng.integers(1, N_FRAMES, 40).tolist()})
+    step = frames_per_slot if how == "slot" else how
+    return list(range(0, N_FRAMES, step)) + [N_FRAMES]
+
+
+def covered(boxes, rate=RATE):
+    """Time intervals (s) of emission boxes, and whether every frame of [lo, hi) s is in one."""
+    spans = sorted((b["sample_start"], b["sample_start"] + b["sample_count"]) for b in boxes)
+
+    def covers(lo, hi):
+        mask = np.zeros(int(np.ceil(hi * rate)) + 1, bool)
+        for a, b in spans:
+            mask[a:b] = True
+        return bool(mask[int(np.ceil(lo * rate / K)) * K:int(hi * rate) // K * K].all())
+    return [(a / rate, b / rate) for a, b in spans], covers
+
+
+@pytest.mark.parametrize("variant", ["steady", "weak_tail", "fork"])
 @pytest.mark.parametrize("frames_per_slot", [16, 49, 50, 195])
 @pytest.mark.parametrize("chunk_frames", [None, "slot", 10, "random"])
-def test_burst_box_survives_any_chunking(frames_per_slot, chunk_frames):
-    """A burst whose switch-off splatter joins its box late must keep its whole extent,
-    however the stream is cut into calls (regression: the box was trimmed to the last
-    call boundary when a wide splatter fork diluted its time profile)."""
-    rate, n_frames = 250e3, 780
-    n = n_frames * K
-    t = np.arange(n) / rate
-    x = noise(n, 1e-4).astype(np.complex128) + 0.2 * np.exp(2j * np.pi * 50e3 * t)
-    on = (t >= 0.30) & (t < 0.50)
-    x[on] += 0.2 * np.exp(2j * np.pi * -80e3 * t[on])  # switched hard: splatter at both ends
-    x = x.astype(np.complex64)
-    det = EnergyDetector(EnergyDetectorConfig(frames_per_slot=frames_per_slot), rate, 0.0,
+def test_burst_box_survives_any_chunking(variant, frames_per_slot, chunk_frames):
+    """The burst's box covers [0.30, 0.50] s within 2 frames however the stream is cut into
+    calls, and no frame of it (or of the tone) is lost. Regression: the box ended at frame
+    440, a call boundary, and 0.45-0.50 s was never reported: the time trim dropped every edge
+    frame below half the box's median, so a diluted, weaker or forked end went whole."""
+    x = burst_scene(variant)
+    det = EnergyDetector(EnergyDetectorConfig(frames_per_slot=frames_per_slot), RATE, 0.0,
                          tasks=("emission",))
-    rng = np.random.default_rng(frames_per_slot)
-    if chunk_frames is None:
-        bounds = [0, n_frames]
-    elif chunk_frames == "random":
-        bounds = sorted({0, n_frames, *rng.integers(1, n_frames, 40).tolist()})
-    else:
-        step = frames_per_slot if chunk_frames == "slot" else chunk_frames
-        bounds = list(range(0, n_frames, step)) + [n_frames]
+    bounds = chunk_bounds(chunk_frames, frames_per_slot, np.random.default_rng(frames_per_slot))
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         out += det.process(x[a * K:b * K], a * K)
     out += det.flush()
-    burst = [d for d in out if d["freq_lo"] - 2e3 <= -80e3 <= d["freq_hi"] + 2e3]
-    assert len(burst) == 1, burst
-    start = burst[0]["sample_start"] / rate
-    end = (burst[0]["sample_start"] + burst[0]["sample_count"]) / rate
-    frame_s = K / rate
-    assert abs(start - 0.30) <= 2 * frame_s and abs(end - 0.50) <= 2 * frame_s, (start, end)
+    frame_s = K / RATE
+    spans, covers = covered([d for d in out if d["freq_lo"] - 2e3 <= -80e3 <= d["freq_hi"] + 2e3])
+    assert len(spans) == 1, spans
+    assert abs(spans[0][0] - 0.30) <= 2 * frame_s and abs(spans[0][1] - 0.50) <= 2 * frame_s, spans
+    assert covers(0.30, 0.50), spans                 # every whole frame of the burst
+    tone, _ = covered([d for d in out if d["freq_lo"] <= 50e3 <= d["freq_hi"]])
+    assert tone == [(0.0, N_FRAMES * frame_s)]
+
+
+def test_box_trim_keeps_a_weak_or_diluted_end():
+    """Only the frames the cell average adds and the one the emission switches in are
+    trimmed; a whole call of weaker frames at the end of a box is the emission."""
+    from spectrumfm.detect.boxes import BoxTracker
+    trim = BoxTracker(K, None, edge_frames=5)._edge_trim
+    body = np.full(40, 100.0)
+    assert trim(np.r_[0.2, 30.0, body]) == 2          # averaged-in frame, switch-on frame
+    assert trim(np.r_[0.2, 3.0, 0.1, 2.0, body]) == 4  # noise cells joined the averaged frame
+    assert trim(np.r_[0.2, np.full(49, 25.0), body]) == 1    # 6 dB weaker for a call: kept
+    assert trim(np.r_[np.zeros(6), body]) == 5        # never more than edge_frames
+    assert trim(np.array([0.0, 0.0, 50.0, 0.0])) == 2 and trim(np.array([7.0])) == 0
+    assert trim(np.r_[0.0, 20.0, body]) == 2 and trim(np.r_[0.0, 20.0, 20.0, body]) == 1

@@ -47,8 +47,9 @@ def tag(offset, key, value):
     return gr.python_to_tag((offset, key, value, pmt.intern("qa")))
 
 
-def run(x, tags=(), eos=True, **kw):
-    """Run source -> energy_detector -> sink; return (decisions, status dicts, output, block)."""
+def run(x, tags=(), eos=True, max_noutput=None, **kw):
+    """Run source -> energy_detector -> sink; return (decisions, status dicts, output, block).
+    max_noutput caps the items per work() call (None: the scheduler's default)."""
     tags = list(tags) + ([tag(len(x) - 1, EOS, pmt.PMT_T)] if eos else [])
     tb = gr.top_block()
     src = blocks.vector_source_c(x, False, 1, tags)
@@ -58,7 +59,7 @@ def run(x, tags=(), eos=True, **kw):
     tb.connect(src, det, sink)
     tb.msg_connect(det, "decisions", decisions, "store")
     tb.msg_connect(det, "status", status, "store")
-    tb.run()
+    tb.run(*([max_noutput] if max_noutput else []))
     deadline = time.monotonic() + 5    # message delivery is asynchronous to the stream
     count = -1
     while count != decisions.num_messages() and time.monotonic() < deadline:
@@ -181,3 +182,48 @@ def test_007_setters_and_bad_arguments():
         energy_detector(FS, CF, tasks="technology")
     with pytest.raises(ValueError):
         energy_detector(FS, CF, fft_size=256, n_channels=7)
+
+
+def burst_scene(rate, weak_tail=False, seed=0):
+    """0.8 s of noise (RMS 0.01), a 0.2 tone at +0.2 rate all along and a 0.2 burst at -0.32
+    rate from 0.30 to 0.50 s (its last 0.05 s 9 dB weaker if weak_tail)."""
+    n = int(0.8 * rate)
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * 0.01 / np.sqrt(2)
+    x += 0.2 * np.exp(2j * np.pi * 0.2 * rate * t)
+    on = (t >= 0.30) & (t < 0.50)
+    amp = np.where(weak_tail & (t >= 0.45), 0.2 * 10 ** (-9 / 20), 0.2)
+    x[on] += amp[on] * np.exp(2j * np.pi * -0.32 * rate * t[on])
+    return x.astype(np.complex64)
+
+
+@pytest.mark.parametrize("rate, frames_per_slot, max_noutput, weak_tail", [
+    (250e3, 49, None, False),         # the app's 0.05 s slots: the reported case
+    (250e3, 49, 1000, True),
+    (250e3, 16, 3001, False),
+    (250e3, 50, None, True),
+    (250e3, 195, 777, False),
+    (1e6, 16, None, True),            # batches of 2 slots
+    (2.4e6, 16, 20000, False),        # batches of 5 slots, work() cuts them anywhere
+])
+def test_008_burst_box_spans_the_burst_across_slots_and_batches(rate, frames_per_slot,
+                                                                 max_noutput, weak_tail):
+    """Regression: with 49-frame slots the burst's box ended at frame 440, one frame before a
+    slot boundary, and 0.45-0.50 s of the burst was never reported."""
+    x = burst_scene(rate, weak_tail)
+    out, _, _, _ = run(x, samp_rate=rate, center_freq=0.0, frames_per_slot=frames_per_slot,
+                       tasks="emission", max_noutput=max_noutput)
+    frame = K / rate
+
+    def spans(f):
+        boxes = [d for d in out if d["freq_lo"] - 2 * rate / K <= f <= d["freq_hi"] + 2 * rate / K]
+        return sorted((b["sample_start"], b["sample_start"] + b["sample_count"]) for b in boxes)
+
+    burst = spans(-0.32 * rate)
+    assert len(burst) == 1, burst
+    start, end = burst[0][0] / rate, burst[0][1] / rate
+    assert abs(start - 0.30) <= 2 * frame and abs(end - 0.50) <= 2 * frame, (start, end)
+    # No emission time lost: every whole frame of the burst is in its box, the tone is whole.
+    assert burst[0][0] <= np.ceil(0.30 * rate / K) * K and burst[0][1] >= 0.50 * rate // K * K
+    assert spans(0.2 * rate) == [(0, x.size // K * K)]

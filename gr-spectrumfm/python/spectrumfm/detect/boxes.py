@@ -5,6 +5,11 @@ and follows each connected group of cells across calls as an open box; a box clo
 cells stop, and the closed box comes back as an ``Emission`` with its edges trimmed. It knows
 frames and bins only: the detector turns bins into Hz and emissions into decisions
 (numpy/scipy only).
+
+A closed box is never reopened, so whatever its time trim drops is lost for good: the trim
+may only take the few frames at each end that the cell average added, that the emission
+only grazes, or that noise cells joined there (at most ``edge_frames``), judged against the
+level just inside them, never the box's overall level: a weak end is still the emission.
 """
 
 from __future__ import annotations
@@ -53,13 +58,19 @@ class BoxTracker:
         fft_size: bins per frame, which is also the frame length in samples.
         confidence: ``confidence(stat, dof)`` -> a cell's score in [0, 1] against the seed
             threshold (read at every call, so a changed pfa applies at once).
+        edge_frames: the most frames the time trim may drop at each end of a box, and the
+            frames just inside it that it is compared to: the ``cell_frames // 2`` the cell
+            average spreads an emission by, one it only grazes and a few noise cells that
+            joined it there (the detector gives ``cell_frames + 2``).
 
     A box must contain at least one seed cell to be reported; one that never does is dropped
     silently when it closes.
     """
 
-    def __init__(self, fft_size: int, confidence: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def __init__(self, fft_size: int, confidence: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 edge_frames: int = 5):
         self.fft_size, self._confidence = int(fft_size), confidence
+        self.edge_frames = max(1, int(edge_frames))
         self._clear()
 
     def _clear(self) -> None:
@@ -133,11 +144,11 @@ class BoxTracker:
         k_last = bins.stop - np.argmax(cells[:, ::-1], axis=1)
         score = np.where(cells, self._confidence(stat[sl], dof[sl]), 0.0).max(axis=1)
         seeded = (cells & seed[sl]).any(axis=1)
-        # Per frame, the mean over the component's own cells, not over its bounding box: a
-        # short wideband fork (a burst's switch-off splatter) widens the box's bin range, and
-        # averaging the whole range would dilute the emission and trim it off at _close.
-        n_cells = cells.sum(axis=1)
-        tprof = np.where(cells, raw[sl], 0.0).sum(axis=1) / np.maximum(n_cells, 1)
+        # Per frame, the peak over the component's own cells: forks that widen a frame (a
+        # burst's switching splatter, the cells the average spreads it to, a weaker emission
+        # joining it) add low cells, and a mean over them (or over the bounding box) would
+        # dilute the emission's frames below the level _edge_trim compares them to.
+        tprof = np.where(cells, raw[sl], 0.0).max(axis=1)
         r = 0
         while r < cells.shape[0]:
             seg = slice(r, min(cells.shape[0], r + max_frames - box.n_frames))
@@ -165,18 +176,37 @@ class BoxTracker:
         keep = prof >= 0.5 * prof.max()
         k0 = box.k0 + int(np.argmax(keep))
         k1 = box.k1 - int(np.argmax(keep[::-1]))
-        # Time: drop edge frames below half the median SNR (the frames the cell average added
-        # on each side of the emission, and frames it only grazes).
+        # Time: drop the frames at each end that the cell average added or the emission only
+        # grazes, and no more: a closed box is never reopened, so what it drops is lost.
         tprof = np.concatenate(box.tprof) - 1.0
-        level = float(np.median(tprof))
-        lo = hi = 0
-        if level > 0:
-            keep_t = tprof >= 0.5 * level
-            lo, hi = int(np.argmax(keep_t)), int(np.argmax(keep_t[::-1]))
+        lo, hi = self._edge_trim(tprof), self._edge_trim(tprof[::-1])
         snr = float(np.mean(prof[k0 - box.k0:k1 - box.k0]))
         return Emission(sample_start=box.t0 + lo * K, sample_count=(box.n_frames - lo - hi) * K,
                         k0=k0, k1=k1, score=box.score,
                         snr_db=float(10.0 * np.log10(max(snr, 1e-5))))
+
+    def _edge_trim(self, tprof: np.ndarray) -> int:
+        """How many of the first frames of a box's time profile (peak SNR per frame) to drop.
+
+        Walking in from the edge, each frame is compared to the level inside it: the median
+        of the next ``2 * edge_frames + 1`` frames that reach a tenth of their peak (frames
+        that hold no emission, here or at the far end of a short box, do not count). Under a
+        tenth of it, the frame holds no emission (the cell average added it, or noise cells
+        joined there) and goes. Between a tenth and half, it goes if the next frame is at the
+        level (the frame the emission switches on in) and ends the walk; otherwise it stays,
+        with the rest (a weaker stretch of the emission: a fading or stepped burst, or a weak
+        emission merged into a strong one). At most ``edge_frames`` go, and the strongest
+        frame always stays (half a median never exceeds the maximum)."""
+        prof, w = np.maximum(tprof, 0.0), 2 * self.edge_frames + 1
+        cap = min(self.edge_frames, prof.size - 1)
+        for i in range(cap):
+            inside = prof[i + 1:i + 1 + w]
+            level = float(np.median(inside[inside >= 0.1 * inside.max()]))
+            if prof[i] >= 0.5 * level:
+                return i
+            if prof[i] >= 0.1 * level:
+                return i + 1 if prof[i + 1] >= 0.5 * level else i
+        return cap
 
 
 def _merge(boxes: list[_Box]) -> _Box:

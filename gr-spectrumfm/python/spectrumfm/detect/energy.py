@@ -115,9 +115,10 @@ class EnergyDetector:
     ``time_offset`` (seconds, default 0) is added to every decision's ``time``; set it from
     ``rx_time``. Emission cells pass a loose threshold (pfa) and a box must contain at least
     one *seed* cell above a strict one (pfa / cells per slot, so on noise about pfa false boxes
-    per slot appear); box edges are then trimmed to where the box's own time and frequency
-    profiles fall below half their level (undoing the cell averaging and the window's
-    leakage), which puts them within about one bin and one frame of the truth. A box's score
+    per slot appear); box edges are then trimmed to where the box's own frequency profile
+    falls below half its peak (the window's leakage) and, by a few frames at most, where its
+    time profile falls below half the level just inside (the cell averaging): within about
+    one bin and one frame of the truth, and a weaker end is kept. A box's score
     is its strongest cell's ``confidence`` against the seed threshold (> 0.5). Cells at the
     stream's ends and the band's edges average only the cells that exist, with thresholds for
     their own degrees of freedom.
@@ -268,7 +269,8 @@ class EnergyDetector:
         self._next = None            # sample expected next (gap detection)
         self._tail = None            # (2h, K) normalised rows: h of context, h held back
         self._tail_start = 0
-        self._boxes = BoxTracker(self.config.fft_size, self._seed_confidence)
+        self._boxes = BoxTracker(self.config.fft_size, self._seed_confidence,
+                                 edge_frames=self.config.cell_frames + 2)
 
     def _seed_confidence(self, stat: np.ndarray, dof: np.ndarray) -> np.ndarray:
         return confidence(stat, dof, self._pfa_seed)
