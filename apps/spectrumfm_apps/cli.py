@@ -32,7 +32,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, run
+    from . import demo, pretrain, run
 
     parser = argparse.ArgumentParser(
         prog="spectrumfm",
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run.add_parser(sub)
     demo.add_parser(sub)
+    pretrain.add_parser(sub)
     return parser
 
 
