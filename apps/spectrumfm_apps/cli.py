@@ -32,7 +32,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, pretrain, run
+    from . import benchmark, demo, evaluate, finetune, pretrain, run
 
     parser = argparse.ArgumentParser(
         prog="spectrumfm",
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     demo.add_parser(sub)
     pretrain.add_parser(sub)
+    finetune.add_parser(sub)
+    evaluate.add_parser(sub)
+    benchmark.add_parser(sub)
     return parser
 
 

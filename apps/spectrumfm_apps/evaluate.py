@@ -1,0 +1,158 @@
+"""`spectrumfm evaluate`: score a fine-tuned adapter on a dataset.
+
+    spectrumfm evaluate --model runs/sensing --data rml2018:GOLD.hdf5 --json
+
+Loads the adapter onto its backbone (refused if the backbone's weights changed), merges
+the LoRA update for inference and runs every window of the chosen split: by default the
+test split that ``finetune`` held out, re-derived from the seed and fractions saved with
+the adapter. Prints accuracy, macro F1, per-class precision / recall / F1 and accuracy per
+SNR; for sensing also the ROC AUC and the detection probability at a false-alarm rate of
+0.1, for anomaly detection the ROC AUC. With ``--json`` the last line of the output is one
+JSON object with the same figures (NaN written as null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+
+from spectrumfm.errors import InputError
+
+from .finetune import DEFAULT_FRACTIONS, task_split
+
+DESCRIPTION = "Score a fine-tuned adapter on a dataset."
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="spectrumfm evaluate",
+                                          description=DESCRIPTION)
+    p.add_argument("--model", required=True, metavar="DIR", help="adapter folder (finetune --out)")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="rml2016:PATH, rml2018:PATH, shards:DIR or sigmf:PATH")
+    p.add_argument("--split", choices=("test", "val", "all"), default="test",
+                   help="which windows to score (default %(default)s: the held-out test split)")
+    p.add_argument("--per-frame", action="store_true",
+                   help="score whole frames: average the class probabilities of each frame's "
+                        "windows (RadioML 2018's 1024-sample frames are 8 windows)")
+    p.add_argument("--backbone", metavar="DIR",
+                   help="the backbone folder, if it moved since fine-tuning")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--pfa", type=float, default=0.1,
+                   help="false-alarm rate for the sensing Pd figure (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    return p
+
+
+def add_parser(sub):
+    p = sub.add_parser("evaluate", help="score a fine-tuned adapter on a dataset",
+                       description=DESCRIPTION)
+    get_args_parser(p)
+    p.set_defaults(func=main)
+    return p
+
+
+def _finite(obj):
+    # JSON has no NaN; a metric that is undefined (one class absent) is written as null.
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def frame_vote(probs: np.ndarray, labels, snr_db, frames):
+    """Average window probabilities per frame: (frame probs, labels, SNRs), frame order."""
+    uniq, first, inverse = np.unique(frames, return_index=True, return_inverse=True)
+    sums = np.zeros((len(uniq), probs.shape[1]), np.float64)
+    np.add.at(sums, inverse, probs)
+    counts = np.bincount(inverse, minlength=len(uniq))[:, None]
+    return (sums / counts).astype(np.float32), np.asarray(labels)[first], \
+        np.asarray(snr_db)[first]
+
+
+def evaluate(probs, labels, snr_db, classes, task: str, pfa: float = 0.1) -> dict:
+    """All figures of one evaluation from class probabilities (n, C)."""
+    from spectrumfm import metrics
+    from spectrumfm.tasks import BINARY_TASKS, POSITIVE
+
+    pred = probs.argmax(axis=1)
+    out = metrics.classification_report(labels, pred, classes)
+    out["accuracy_per_snr"] = metrics.accuracy_per_snr(labels, pred, snr_db)
+    if task in BINARY_TASKS:
+        positive, score = labels == POSITIVE, probs[:, POSITIVE]
+        out["roc_auc"] = metrics.roc_auc(positive, score)
+        if task == "sensing":
+            out["pd_at_pfa"] = metrics.pd_at_pfa(positive, score, pfa)
+            out["pfa"] = pfa
+    return out
+
+
+def _summary(res: dict) -> str:
+    lines = [f"{res['task']} on {res['data']} ({res['split']} split, {res['n']} "
+             f"{'frames' if res['per_frame'] else 'windows'}): accuracy {res['accuracy']:.4f}, "
+             f"macro F1 {res['macro_f1']:.4f}"]
+    extra = [f"ROC AUC {res['roc_auc']:.4f}" if res.get("roc_auc") is not None else None,
+             f"Pd {res['pd_at_pfa']:.4f} at Pfa {res['pfa']:g}"
+             if res.get("pd_at_pfa") is not None else None]
+    extra = [e for e in extra if e]
+    if extra:
+        lines[0] += ", " + ", ".join(extra)
+    lines.append(f"  {'class':<16} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}")
+    for name, m in res["per_class"].items():
+        lines.append(f"  {name:<16} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} "
+                     f"{m['support']:8d}")
+    snr = res["accuracy_per_snr"]
+    if snr:
+        lines.append("  accuracy per SNR (dB): "
+                     + ", ".join(f"{k}: {v:.3f}" for k, v in snr.items()))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from spectrumfm.data import open_dataset
+    from spectrumfm.tasks import TaskModel, predict
+    from spectrumfm.train import resolve_device
+    from spectrumfm.train.lora import load_adapter
+
+    if args.batch < 1 or not 0 <= args.pfa <= 1:
+        raise InputError("--batch must be >= 1 and --pfa within [0, 1]")
+    device = resolve_device(args.device)
+    model, head, config = load_adapter(args.model, map_location=device, merged=True,
+                                       backbone_dir=args.backbone)
+    task, classes = config["task"], config["classes"]
+    if config.get("status", "finished") != "finished":
+        print(f"spectrumfm: warning: {args.model}: {config['status']}", file=sys.stderr)
+    split = config.get("split") or {"seed": 0, "fractions": list(DEFAULT_FRACTIONS)}
+    data = open_dataset(args.data, window_len=model.config.window_len, task=task,
+                        seed=split["seed"])
+    if data.classes != classes:
+        raise InputError(f"{args.data}: classes {data.classes} differ from the {classes} the "
+                         f"adapter in {args.model} was trained on")
+    if args.split == "all":
+        idx = np.arange(len(data))
+    else:
+        parts = task_split(args.data, data, window_len=model.config.window_len,
+                           fractions=split["fractions"], seed=split["seed"])
+        idx = parts[2 if args.split == "test" else 1]
+    if len(idx) == 0:
+        raise InputError(f"{args.data}: the {args.split} split is empty")
+    task_model = TaskModel(model, head, task)
+    probs = predict(task_model, data, idx, batch_size=args.batch, device=device)
+    labels, snr = data.labels[idx], data.snr_db[idx]
+    if args.per_frame:
+        probs, labels, snr = frame_vote(probs, labels, snr, data.frame_index[idx])
+    res = {"task": task, "data": args.data, "split": args.split, "per_frame": args.per_frame,
+           "n": int(len(labels)), "same_data_as_training": config.get("data") == args.data,
+           **evaluate(probs, labels, snr, classes, task, args.pfa)}
+    res = _finite(res)
+    print(_summary(res))
+    if args.json:
+        print(json.dumps(res, allow_nan=False))
+    return 0

@@ -1,0 +1,226 @@
+"""`spectrumfm finetune`: adapt a pretrained backbone to one task with LoRA (paper §II-C).
+
+    spectrumfm finetune --task sensing --backbone runs/pretrain --data rml2018:GOLD.hdf5 \
+        --epochs 5 --out runs/sensing
+
+Trains LoRA matrices on the backbone's encoder and a task head, the backbone frozen, with
+the shared training engine (AdamW, warm-up + cosine, early stopping on the validation
+split, a stop on a non-finite loss). The train / validation / test split is the one the
+backbone was pretrained with (its recorded seed and fractions, stratified by class and SNR,
+a frame's windows kept together; see :func:`task_split`), so the test windows are unseen by
+the backbone as by the adapter. The test split is never read here: ``spectrumfm evaluate``
+re-derives it from the split saved with the adapter. ``--out`` receives ``adapter.safetensors``,
+``head.safetensors`` and ``adapter_config.json`` (see ``spectrumfm.train.lora``) and the
+engine's ``run_config.json``.
+
+For ``--task anomaly`` the adapter is trained with the pretraining objectives on the normal
+windows of the train split, and the reconstruction-error score is then calibrated to a
+probability on the validation split (``spectrumfm.tasks.ReconstructionAnomalyHead``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from spectrumfm.errors import InputError
+
+DESCRIPTION = "Adapt a pretrained SpectrumFM backbone to one task with LoRA (paper §II-C)."
+
+TASK_CHOICES = ("modulation", "technology", "sensing", "anomaly")
+# The split of a backbone that records none (pretrain records its own): split_indices'
+# default, the one `spectrumfm pretrain` uses.
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="spectrumfm finetune",
+                                          description=DESCRIPTION)
+    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    p.add_argument("--backbone", required=True, metavar="DIR",
+                   help="pretrained checkpoint folder (model.safetensors + config.json)")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="rml2016:PATH, rml2018:PATH, shards:DIR or sigmf:PATH")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="most epochs; early stopping may end sooner (default %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the adapter")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank a (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=16.0,
+                   help="LoRA alpha; updates are scaled by alpha/rank (default %(default)s)")
+    p.add_argument("--targets", default="all",
+                   help="LoRA targets: 'all' (every linear and pointwise conv of the encoder "
+                        "blocks), 'attention', or a comma list of names (default %(default)s)")
+    p.add_argument("--head", choices=("gru", "linear"), default="gru",
+                   help="classification head (default %(default)s; anomaly has its own)")
+    p.add_argument("--batch", type=int, default=256, help="windows per batch (paper: 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper: 1e-3)")
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps (default %(default)s)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="epochs without a better validation loss before stopping; 0: never")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling")
+    p.add_argument("--split-seed", type=int,
+                   help="seed of the train/validation/test split (default: the one the "
+                        "backbone was pretrained with, so its test windows stay unseen)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def add_parser(sub):
+    p = sub.add_parser("finetune", help="LoRA fine-tune a pretrained backbone for one task",
+                       description=DESCRIPTION)
+    get_args_parser(p)
+    p.set_defaults(func=main)
+    return p
+
+
+class _Windows:
+    """Windows ``indices`` of an IQDataset, read a batch per index list (the engine's
+    batch-indexable dataset): ``data[[i, j, ...]] -> (complex64 (k, N), int64 (k,))``."""
+
+    def __init__(self, data, indices):
+        self.data, self.indices = data, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions):
+        import torch
+
+        iq, labels, _ = self.data.batch(self.indices[np.asarray(positions, dtype=np.int64)])
+        return torch.from_numpy(iq), torch.from_numpy(labels)
+
+
+def _check(args) -> None:
+    for name in ("epochs", "batch", "rank"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.lr > 0 or not args.alpha > 0:
+        raise InputError("--lr and --alpha must be positive")
+    if args.patience < 0 or args.warmup < 0 or args.workers < 0:
+        raise InputError("--patience, --warmup and --workers must not be negative")
+
+
+def task_split(spec: str, data, *, window_len: int, fractions, seed: int):
+    """(train, val, test) indices of ``data`` (opened with ``task=``) under the split that
+    ``spectrumfm pretrain`` made of the same spec.
+
+    Pretraining splits the source windows by their own labels; a task's relabelling
+    (sensing's vacant / occupied, anomaly's normal / anomalous) would stratify differently
+    and hand windows the backbone trained on to the test split. So the source windows are
+    split as pretraining split them, and the windows a task adds after them (sensing's
+    pure-noise windows, appended by ``open_dataset``) are split among themselves.
+    """
+    from spectrumfm.data import open_dataset, split_indices
+
+    with open_dataset(spec, window_len=window_len) as source:
+        n = len(source)
+        parts = split_indices(source.labels, source.snr_db, fractions, seed=seed,
+                              groups=source.frame_index)
+    if len(data) < n:
+        raise InputError(f"{spec}: the task's dataset has fewer windows than its source")
+    if len(data) > n:
+        extra = split_indices(data.labels[n:], data.snr_db[n:], fractions, seed=seed,
+                              groups=data.frame_index[n:])
+        parts = tuple(np.concatenate([p, e + n]) for p, e in zip(parts, extra))
+    return parts
+
+
+def main(args) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from spectrumfm.data import open_dataset
+    from spectrumfm.features import iq_features
+    from spectrumfm.tasks import POSITIVE, TaskModel, build_head, predict
+    from spectrumfm.train import (DistContext, TrainConfig, fit, load_pretrained,
+                                  resolve_device, seed_everything)
+    from spectrumfm.train.checkpoint import STATE_FILE
+    from spectrumfm.train.lora import (ADAPTER_FILE, HEAD_FILE, apply_lora, backbone_sha256,
+                                       resolve_targets, save_adapter, trainable_share)
+
+    _check(args)
+    try:
+        targets = resolve_targets(args.targets)
+    except ValueError as e:
+        raise InputError(f"--targets {args.targets}: {e}") from None
+    device = resolve_device(args.device)
+    digest = backbone_sha256(args.backbone)
+    seed_everything(args.seed)
+    backbone, meta = load_pretrained(args.backbone, map_location=device)
+    cfg = backbone.config
+    data = open_dataset(args.data, window_len=cfg.window_len, task=args.task, seed=args.seed)
+    recorded = meta.get("split") if isinstance(meta.get("split"), dict) else {}
+    split = {"fractions": list(recorded.get("fractions", DEFAULT_FRACTIONS)),
+             "seed": args.split_seed if args.split_seed is not None else
+             int(recorded.get("seed", args.seed))}
+    train_idx, val_idx, _ = task_split(args.data, data, window_len=cfg.window_len, **split)
+    fit_val_idx = val_idx
+    if args.task == "anomaly":
+        # Reconstruction learns "normal"; early stopping watches the same loss on normal data.
+        train_idx = train_idx[data.labels[train_idx] != POSITIVE]
+        fit_val_idx = val_idx[data.labels[val_idx] != POSITIVE]
+    if len(train_idx) == 0 or len(fit_val_idx) == 0:
+        raise InputError(f"{args.data}: {len(data)} windows leave {len(train_idx)} for training "
+                         f"and {len(fit_val_idx)} for validation; need at least one of each")
+    model = apply_lora(backbone, rank=args.rank, alpha=args.alpha, targets=targets)
+    head = build_head(args.task, cfg.d_model, len(data.classes), window_len=cfg.window_len,
+                      mask_ratio=cfg.mask_ratio, kind=args.head)
+    task_model = TaskModel(model, head, args.task).to(device)
+    trainable, total, share = trainable_share(task_model)
+    print(f"{args.task}: {len(data.classes)} classes, {len(train_idx)} train / {len(val_idx)} "
+          f"validation windows; {trainable:,} of {total:,} parameters trainable "
+          f"({100 * share:.2f} %)", file=sys.stderr)
+
+    base = {"backbone_arch": meta.get("arch"), "data": args.data, "split": split}
+
+    def save(status: str, **extra):
+        save_adapter(args.out, model, head, task=args.task, classes=data.classes,
+                     backbone_dir=args.backbone, backbone_sha256=digest,
+                     extra={**base, "status": status, **extra})
+
+    def on_best(m, metrics):
+        # Written at every improvement, not held in memory: a --resume'd run that improves
+        # no further must still end with the best epoch, which its predecessor saw.
+        save("best epoch so far; the run has not finished", train=metrics)
+
+    def loss_fn(m, batch, generator):
+        iq, labels = batch
+        return m.loss(iq_features(iq), labels, generator=generator)
+
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                       warmup_steps=args.warmup, patience=args.patience, seed=args.seed,
+                       num_workers=args.workers, progress=not args.no_progress,
+                       resume=args.resume)
+    result = fit(task_model, loss_fn, _Windows(data, train_idx), _Windows(data, fit_val_idx),
+                 tcfg, out_dir=args.out, ctx=DistContext(device=device), on_best=on_best,
+                 run_info={"command": "finetune", "task": args.task, "data": args.data,
+                           "backbone": args.backbone})
+    if not Path(args.out, ADAPTER_FILE).is_file():
+        raise InputError(f"{args.out}: no epoch was saved (was it deleted during the run?)")
+    set_peft_model_state_dict(model, load_file(Path(args.out, ADAPTER_FILE), device=str(device)))
+    head.load_state_dict(load_file(Path(args.out, HEAD_FILE), device=str(device)))
+
+    extra_val = {}
+    if args.task == "anomaly":
+        raw = predict(task_model, data, val_idx, batch_size=args.batch, device=device,
+                      fn=lambda m, f: m.head.raw_score(m.encoder, f))
+        extra_val["calibration"] = head.calibrate(raw, data.labels[val_idx] == POSITIVE)
+    probs = predict(task_model, data, val_idx, batch_size=args.batch, device=device)
+    val_acc = float((probs.argmax(1) == data.labels[val_idx]).mean())
+    save("finished", val={"accuracy": val_acc, **extra_val}, train={
+        "epochs": result.epochs_completed, "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val, "batch": args.batch, "lr": args.lr,
+        "trainable_params": trainable, "total_params": total})
+    # The resumable state holds the whole frozen backbone; the adapter folder exists so that
+    # a task costs megabytes, not a backbone copy. A finished run has nothing to resume.
+    Path(args.out, STATE_FILE).unlink(missing_ok=True)
+    print(f"adapter written to {args.out} (best epoch {result.best_epoch} of "
+          f"{result.epochs_completed}, validation accuracy {val_acc:.4f}"
+          + (f"; {extra_val['calibration']}" if extra_val else "") + ")")
+    return 0
