@@ -9,6 +9,7 @@ window, ``iq[indices]`` a (k, window_len) batch, in the order asked.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -18,7 +19,7 @@ __all__ = ["IQDataset", "LazyWindows", "FrameWindows", "ConcatWindows", "NoiseWi
            "H5Rows", "windows_from_frames"]
 
 
-class LazyWindows:
+class LazyWindows(ABC):
     """A read-only (n, window_len) complex64 array whose rows are read when indexed.
 
     Subclasses give ``_read(idx)`` for sorted, unique indices; indexing here handles ints,
@@ -34,8 +35,9 @@ class LazyWindows:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @abstractmethod
     def _read(self, idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The windows at sorted, unique row indices ``idx``: complex64 (len(idx), window_len)."""
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
