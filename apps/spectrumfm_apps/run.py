@@ -176,8 +176,8 @@ def execute(tb, stop_event: threading.Event) -> bool:
 
 
 def write_stats(path, parts, wall_s):
-    stats = {"samples_in": int(parts["source"].samples_produced)}
-    stats.update(parts["chain"].stats())
+    stats = dict(parts["chain"].stats())
+    # The source's count, not the detector's: it includes samples still in flight at Ctrl-C.
     stats["samples_in"] = int(parts["source"].samples_produced)
     stats.setdefault("overflows", 0)
     stats["wall_s"] = round(wall_s, 3)
