@@ -9,8 +9,9 @@ APT_PKGS  := gnuradio python3-venv cmake make soapysdr-tools python3-soapysdr \
              soapysdr-module-rtlsdr soapysdr-module-uhd gr-osmosdr xvfb python3-zmq \
              python3-scipy python3-pyqtgraph python3-yaml
 PYTEST    ?= $(PY) -m pytest
-# Tests marked slow or gpu are left out of the default run: `make test-all` runs them.
-TEST_ARGS ?= -m "not slow and not gpu"
+# Tests marked slow, gpu or hardware are left out of the default run: `make test-all` runs
+# them (hardware tests skip when no radio is attached).
+TEST_ARGS ?= -m "not slow and not gpu and not hardware"
 
 .PHONY: install system venv module demo test test-all clean
 

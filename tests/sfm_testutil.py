@@ -23,22 +23,24 @@ SPECTRUMFM = VENV_BIN / "spectrumfm"
 
 SCENE_RATE = 250_000.0
 SCENE_FREQ = 433.92e6
-# One steady tone and one burst, in known places (Hz from centre, seconds).
+# A steady narrowband emitter and a burst, in known places (Hz from centre, seconds).
 TONE_HZ = 50_000.0
 BURST_HZ = -80_000.0
 BURST_S = (0.30, 0.50)
 
 
 def make_scene(seconds=0.8, seed=1):
-    """Noise (RMS 0.01) + a steady tone at TONE_HZ + a burst at BURST_HZ during BURST_S."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SCENE_RATE)
-    t = np.arange(n) / SCENE_RATE
-    x = (rng.normal(size=n) + 1j * rng.normal(size=n)) * 0.01 / np.sqrt(2)
-    x += 0.2 * np.exp(2j * np.pi * TONE_HZ * t)
-    on = (t >= BURST_S[0]) & (t < BURST_S[1])
-    x[on] += 0.2 * np.exp(2j * np.pi * BURST_HZ * t[on])
-    return x.astype(np.complex64)
+    """The data generator's scene (spectrumfm.synth.scenes): noise of RMS 0.01, a steady
+    5 kBd GMSK carrier at TONE_HZ and a 10 kBd QPSK burst at BURST_HZ during BURST_S, both
+    at 25 dB in-band SNR."""
+    from spectrumfm.synth.scenes import Emitter, Scene, render
+
+    scene = Scene(SCENE_RATE, SCENE_FREQ, seconds, seed=seed, emitters=[
+        Emitter("modulation:gmsk", freq_hz=TONE_HZ, snr_db=25.0, params={"sps": 50}),
+        Emitter("modulation:qpsk", freq_hz=BURST_HZ, snr_db=25.0, start_s=BURST_S[0],
+                duration_s=BURST_S[1] - BURST_S[0], params={"sps": 25, "rolloff": 0.35})])
+    x, _ = render(scene)
+    return (x * np.float32(0.01)).astype(np.complex64)
 
 
 def _interleave(x, dtype, scale, offset=0.0):

@@ -1,4 +1,5 @@
-"""The GRC flowgraphs compile with grcc, and the headless twin runs a replay end to end."""
+"""The GRC flowgraphs compile with grcc, and the headless twins run end to end: a replay,
+and a live rtl_tcp flowgraph against the loopback rtl_tcp server."""
 
 import os
 import subprocess
@@ -22,7 +23,7 @@ def grcc(grc, out_dir):
 
 def test_every_gui_flowgraph_has_a_headless_twin():
     names = {g.stem for g in FLOWGRAPHS}
-    assert "replay" in names
+    assert {"replay", "live_rtltcp", "live_soapy"} <= names
     for name in names - {n for n in names if n.endswith("_headless")}:
         assert f"{name}_headless" in names, name
 
@@ -46,3 +47,29 @@ def test_headless_replay_runs(tmp_path, scene):
         validate_decision(d)
         assert d["center_freq"] == SCENE_FREQ  # from the recording's rx_freq tag
     assert {d["task"] for d in decisions} == {"occupancy", "emission"}
+
+
+def test_headless_live_rtltcp_runs(tmp_path):
+    import numpy as np
+
+    from rtltcp_server import RtlTcpServer, tone_in_noise
+
+    script = grcc(ROOT / "flowgraphs/live_rtltcp_headless.grc", tmp_path)
+    rate = 250_000.0
+    server = RtlTcpServer(tone_in_noise(1.0, rate), rate)
+    out = tmp_path / "decisions.jsonl"
+    try:
+        res = subprocess.run([sys.executable, str(script), "-a", "127.0.0.1", "-p", str(server.port),
+                              "-s", str(rate), "-f", "915e6", "-g", "28", "-t", "1", "-d", str(out),
+                              "-z", f"tcp://127.0.0.1:{free_port()}"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        server.drop()
+    assert res.returncode == 0, res.stderr
+    assert server.values("freq") == [915_000_000] and server.values("gain") == [280]
+    decisions = read_jsonl(out)
+    assert decisions
+    for d in decisions:
+        validate_decision(d)
+        assert (d["center_freq"], d["samp_rate"]) == (915e6, rate)   # from the source's tags
+    assert np.isclose(max(d["time"] + d["sample_count"] / rate for d in decisions), 1.0, atol=0.06)

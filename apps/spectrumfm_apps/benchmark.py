@@ -1,4 +1,5 @@
-"""`spectrumfm benchmark`: inference throughput of a named model size, in windows per second.
+"""`spectrumfm benchmark`: inference throughput of a named model size, in windows per second
+(and, with ``--generator FAMILY``, the data generator's examples per second: bench_generate).
 
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json \
@@ -47,6 +48,14 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--baseline", action="store_true",
                    help="time the plain eager reference encoder instead")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    gen = p.add_argument_group("data generator (instead of a model)")
+    gen.add_argument("--generator", metavar="FAMILY",
+                     help="time `spectrumfm generate` per example for FAMILY: modulation, "
+                          "technology, sensing or anomaly (--seconds is then per class)")
+    gen.add_argument("--length", type=int, default=1024, help="samples per example (1024)")
+    gen.add_argument("--samp-rate", type=float, help="sample rate (the family's default)")
+    gen.add_argument("--impairments", choices=("typical", "none"), default="typical",
+                     help="channel impairments while timing (default typical)")
     return p
 
 
@@ -132,6 +141,9 @@ def measure(forward, x, *, seconds: float, warmup: float, device) -> dict:
 
 
 def main(args) -> int:
+    if args.generator:
+        from .bench_generate import run
+        return run(args)
     import torch
 
     from spectrumfm.features import iq_features

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from spectrumfm import __version__
@@ -32,7 +33,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import benchmark, demo, evaluate, finetune, pretrain, run
+    from . import benchmark, demo, devices, evaluate, finetune, generate, pretrain, run
 
     parser = argparse.ArgumentParser(
         prog="spectrumfm",
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run.add_parser(sub)
+    devices.add_parser(sub)
     demo.add_parser(sub)
+    generate.add_parser(sub)
     pretrain.add_parser(sub)
     finetune.add_parser(sub)
     evaluate.add_parser(sub)
@@ -51,9 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with a minus sign ("--snr-range -10,20"): argparse would take
+# the value for an option of its own, so they are joined as "--snr-range=-10,20" first.
+_SIGNED_VALUES = ("--snr-range",)
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_VALUES and i + 1 < len(argv) and re.match(r"-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

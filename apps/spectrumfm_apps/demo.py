@@ -1,8 +1,9 @@
 """`spectrumfm demo`: replay the shipped recording through the whole path and say what it found.
 
-The recording (``data/demo/demo.sigmf-*``, made by ``spectrumfm_apps.demo_recording``) carries
-each emitter's true extent as a SigMF annotation, so the demo can report, emitter by emitter,
-whether the detector found it, and how many of its boxes match nothing.
+The recording (``data/demo/demo.sigmf-*``, a scene of the data generator made by
+``spectrumfm generate --scene data/demo/demo-scene.yaml --datatype ci8 --out data/demo/demo``)
+carries each emitter's true extent as a SigMF annotation, so the demo can report, emitter by
+emitter, whether the detector found it, and how many of its boxes match nothing.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main(args) -> int:
     found = 0
     for t, n, cover in rows:
         found += n > 0
-        print(f"  {'found ' if n else 'MISSED'}  {t['core:label']:<5} "
+        print(f"  {'found ' if n else 'MISSED'}  {t['core:label']:<8} "
               f"{t['core:freq_lower_edge'] / 1e6:.4f}-{t['core:freq_upper_edge'] / 1e6:.4f} MHz "
               f"from {t['core:sample_start'] / rate:.3f} s: {n} box(es), "
               f"{100 * cover:.0f} % of its time covered")

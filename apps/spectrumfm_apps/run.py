@@ -1,9 +1,16 @@
-"""`spectrumfm run`: replay a recording (or, later, a live radio) through the analysis path.
+"""`spectrumfm run`: replay a recording, or run a live radio, through the analysis path.
 
     source ─┬─► spectrum_tap ─► zmq_publisher            (with --zmq)
-            └─► analysis_chain ─► sigmf_recorder          (with --record; else null sink)
+            └─► analysis_chain ─┬─► sigmf_recorder        (with --record; else null sink)
+                                └─► triggered_capture     (with --capture-on)
                     └─ decisions ─► decision_file_sink (--decisions), zmq_publisher,
-                                    sigmf_recorder annotations, the run summary
+                                    sigmf_recorder annotations, triggered_capture, the summary
+
+The source is a file_source, or a live radio (``radio.py``: a SoapySDR device followed by a
+stream_monitor, or an rtl_tcp client) watched by ``live.Supervisor``.
+
+Exit status: 0 (done, or Ctrl-C), 2 (bad input, an unknown device), 3 (the radio could not
+be reached, or was lost mid-stream: what was decided and recorded until then is kept).
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 
-from spectrumfm.errors import InputError
+from spectrumfm.errors import InputError, RadioError
+
+from . import live
 
 log = logging.getLogger("spectrumfm")
 
@@ -25,6 +35,7 @@ DEFAULT_ZMQ = "tcp://127.0.0.1:5557"
 SOURCES = ("file", "soapy", "rtl_tcp")
 DETECTOR_FFT = 256
 STOP_TIMEOUT_S = 10.0
+EXIT_RADIO = 3
 
 
 def add_parser(sub):
@@ -40,7 +51,8 @@ def add_parser(sub):
     p.add_argument("--args", default="", help="device string (live sources)")
     p.add_argument("-f", "--freq", type=float, help="centre frequency in Hz (overrides metadata)")
     p.add_argument("-s", "--samp-rate", type=float, help="sample rate in Hz (raw files need it)")
-    p.add_argument("-g", "--gain", help="gain in dB, or 'auto' (live sources)")
+    p.add_argument("-g", "--gain", default="auto", help="gain in dB, or 'auto' (live sources; "
+                                                        "default auto)")
     p.add_argument("--format", choices=FORMATS, help="sample format of a raw file")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
@@ -69,19 +81,20 @@ def add_parser(sub):
                    help="occupancy grid time step in seconds (default 0.05)")
     p.add_argument("--pfa", type=float, default=1e-3, help="detector false-alarm rate per cell")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on standard output")
+    live.add_arguments(p)
     p.set_defaults(func=main)
     return p
 
 
 def _check_args(args):
-    source = args.source or ("file" if args.path else None)
-    if source is None:
+    args.source = args.source or ("file" if args.path else None)
+    if args.source is None:
         raise InputError("no recording given and no live --source: give PATH, or --source soapy|rtl_tcp")
-    if source != "file":
-        raise InputError(f"--source {source}: live radios are not supported in this version yet; "
-                         f"replay a recording with PATH")
-    if not args.path:
+    if args.source == "file" and not args.path:
         raise InputError("--source file needs a PATH")
+    if args.source != "file" and args.path:
+        raise InputError(f"--source {args.source} reads a radio, not {args.path}; drop PATH or "
+                         f"--source")
     for name in ("freq", "samp_rate", "duration", "pfa"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
@@ -113,6 +126,23 @@ def _check_args(args):
         parse_tasks(args.tasks)
     except ValueError as exc:
         raise InputError(f"--tasks {args.tasks}: {exc}") from None
+    live.check_args(args, args.source != "file")
+
+
+def _source(args, tb, parts):
+    """The source's output block; parts["source"] gets what has samp_rate, center_freq,
+    samples_produced (the file_source block, or the live radio)."""
+    from gnuradio import spectrumfm
+
+    if args.source == "file":
+        parts["source"] = spectrumfm.file_source(
+            args.path, args.format or "", args.samp_rate or 0.0,
+            args.freq if args.freq is not None else 0.0, args.realtime, args.loop, args.duration)
+        return parts["source"]
+    from .radio import open_radio
+
+    parts["source"] = open_radio(args)
+    return parts["source"].connect(tb)
 
 
 def build(args):
@@ -123,19 +153,19 @@ def build(args):
     from .summary import decision_collector
 
     tb = gr.top_block("spectrumfm run")
-    src = spectrumfm.file_source(args.path, args.format or "", args.samp_rate or 0.0,
-                                 args.freq if args.freq is not None else 0.0,
-                                 args.realtime, args.loop, args.duration)
-    rate, freq = src.samp_rate, src.center_freq
+    parts = {}
+    src = _source(args, tb, parts)
+    rate, freq = parts["source"].samp_rate, parts["source"].center_freq
     chain = spectrumfm.analysis_chain(rate, freq, args.tasks, DETECTOR_FFT, args.slot,
                                       args.channels, args.pfa)
     collector = decision_collector()
-    parts = {"source": src, "chain": chain, "collector": collector}
+    parts.update(chain=chain, collector=collector)
     tb.connect(src, chain)
     tb.msg_connect(chain, "decisions", collector, "decisions")
+    label = args.path or parts["source"].label
     if args.record:
         parts["recorder"] = spectrumfm.sigmf_recorder(args.record, rate, freq,
-                                                     description=f"spectrumfm run {args.path}")
+                                                     description=f"spectrumfm run {label}")
         tb.connect(chain, parts["recorder"])
         tb.msg_connect(chain, "decisions", parts["recorder"], "annotations")
     else:
@@ -153,11 +183,18 @@ def build(args):
         tb.connect(src, tap, parts["publisher"])
         tb.msg_connect(chain, "decisions", parts["publisher"], "decisions")
         tb.msg_connect(chain, "status", parts["publisher"], "status")
+    if args.capture_on:
+        parts["capture"] = spectrumfm.triggered_capture(
+            args.capture_dir, rate, freq, ";".join(args.capture_on), args.capture_pre,
+            args.capture_post)
+        tb.connect(chain, parts["capture"])
+        tb.msg_connect(chain, "decisions", parts["capture"], "decisions")
     return tb, parts
 
 
-def execute(tb, stop_event: threading.Event) -> bool:
-    """Run until the stream ends or ``stop_event`` is set (Ctrl-C, SIGTERM).
+def execute(tb, stop_event: threading.Event, supervisor=None) -> bool:
+    """Run until the stream ends, ``stop_event`` is set (Ctrl-C, SIGTERM) or the
+    supervisor of a live radio reports a fault (``supervisor.tick()``, every 0.1 s).
 
     Returns False when the flowgraph did not stop within ``STOP_TIMEOUT_S`` of being asked
     (a block thread that died leaves ``wait()`` hanging): the caller then exits without it.
@@ -166,12 +203,15 @@ def execute(tb, stop_event: threading.Event) -> bool:
     tb.start()
     waiter = threading.Thread(target=lambda: (tb.wait(), done.set()), daemon=True)
     waiter.start()
+    asked = False
     while not done.is_set():
-        if stop_event.wait(0.1):
-            log.info("stopping: flushing decisions and recordings")
+        if stop_event.wait(0.1) or (supervisor is not None and supervisor.tick()):
+            if stop_event.is_set():
+                log.info("stopping: flushing decisions and recordings")
             tb.stop()
+            asked = True
             break
-    waiter.join(STOP_TIMEOUT_S if stop_event.is_set() else None)
+    waiter.join(STOP_TIMEOUT_S if asked else None)
     return done.is_set()
 
 
@@ -179,10 +219,12 @@ def write_stats(path, parts, wall_s):
     stats = dict(parts["chain"].stats())
     # The source's count, not the detector's: it includes samples still in flight at Ctrl-C.
     stats["samples_in"] = int(parts["source"].samples_produced)
-    stats.setdefault("overflows", 0)
+    stats["overflows"] = 0
+    if "supervisor" in parts:   # a live radio: overflows, samples_dropped, reconnects
+        stats.update(parts["source"].stats())
     stats["wall_s"] = round(wall_s, 3)
     stats["decisions"] = parts["collector"].total
-    for name in ("recorder", "publisher", "jsonl"):
+    for name in ("recorder", "publisher", "jsonl", "capture"):
         if name in parts:
             stats[name] = parts[name].stats()
     if path:
@@ -196,7 +238,15 @@ def main(args) -> int:
     _check_args(args)
     if not args.headless and os.environ.get("DISPLAY"):
         log.info("the dashboard is not part of this version; running headless")
-    tb, parts = build(args)
+    try:
+        tb, parts = build(args)
+    except RadioError as exc:
+        print(f"spectrumfm: error: {exc}", file=sys.stderr)
+        return EXIT_RADIO
+    supervisor = None
+    if args.source != "file":
+        supervisor = parts["supervisor"] = live.Supervisor(parts["source"], args,
+                                                           parts.get("publisher"))
     stop_event = threading.Event()
 
     def on_signal(signum, _frame):
@@ -205,7 +255,7 @@ def main(args) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
-        stopped = execute(tb, stop_event)
+        stopped = execute(tb, stop_event, supervisor)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -217,4 +267,10 @@ def main(args) -> int:
     if not args.quiet:
         from .summary import print_summary
         print_summary(args, parts, stats)
+    fault = supervisor and not stop_event.is_set() and parts["source"].fault
+    if fault:
+        seconds = stats["samples_in"] / parts["source"].samp_rate
+        print(f"spectrumfm: error: {fault}; stopped after {seconds:.1f} s of signal (what was "
+              f"decided and recorded until then is kept)", file=sys.stderr)
+        return EXIT_RADIO
     return 0

@@ -51,13 +51,16 @@ def print_summary(args, parts, stats, out=None):
     src, col = parts["source"], parts["collector"]
     rate = src.samp_rate
     seconds = stats["samples_in"] / rate if rate else 0.0
-    print(f"\n{args.path}: {stats['samples_in']:,} samples = {seconds:.2f} s at "
+    print(f"\n{args.path or src.label}: {stats['samples_in']:,} samples = {seconds:.2f} s at "
           f"{rate / 1e6:g} MS/s, centre {src.center_freq / 1e6:.4f} MHz "
           f"(analysed in {stats['wall_s']:.2f} s wall clock)", file=out)
     print(f"{col.total:,} decisions; {stats.get('windows_analyzed', 0):,} slots analysed, "
           f"{stats.get('windows_dropped', 0):,} dropped; latency p50 "
           f"{1e3 * (stats.get('latency_p50_s') or 0):.1f} ms, p95 "
           f"{1e3 * (stats.get('latency_p95_s') or 0):.1f} ms", file=out)
+    if "reconnects" in stats or stats.get("overflows"):
+        print(f"radio: {stats.get('overflows', 0)} overflows ({stats.get('samples_dropped', 0):,} "
+              f"samples known lost), {stats.get('reconnects', 0)} reconnects", file=out)
     if col.channels:
         print("\nOccupancy by channel (share of time slots occupied):", file=out)
         for (lo, hi), (occ, n) in sorted(col.channels.items()):
@@ -77,3 +80,5 @@ def print_summary(args, parts, stats, out=None):
                        (args.stats, "statistics")):
         if path:
             print(f"{what}: {path}", file=out)
+    if "capture" in parts:
+        print(f"captures: {len(parts['capture'].files)} snippets in {args.capture_dir}", file=out)

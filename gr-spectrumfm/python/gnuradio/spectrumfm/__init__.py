@@ -14,3 +14,6 @@ from .analysis_chain import analysis_chain
 from .zmq_publisher import zmq_publisher
 from .decision_file_sink import decision_file_sink
 from .sigmf_recorder import sigmf_recorder
+from .rtltcp_source import rtltcp_source
+from .stream_monitor import stream_monitor
+from .triggered_capture import triggered_capture

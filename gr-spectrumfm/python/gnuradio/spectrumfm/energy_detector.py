@@ -10,7 +10,7 @@ from gnuradio import gr
 
 from spectrumfm.detect import EnergyDetector, EnergyDetectorConfig
 
-from .pmtutil import EOS, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
+from .pmtutil import EOS, GAP, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
 
 DETECTOR_TASKS = ("occupancy", "emission")
 STATUS_PERIOD_S = 1.0
@@ -35,7 +35,10 @@ class energy_detector(gr.sync_block):
     Ports:
         in0: complex64 samples. Tags: ``rx_rate`` (pmt double, Hz) and ``rx_freq`` (Hz)
             retune the detector from their sample on (open boxes close at the old values and
-            the slot in progress is discarded, since it spans the change); ``rx_time``
+            the slot in progress is discarded, since it spans the change); ``spectrumfm_gap``
+            (uint64 samples lost before it) discards the slot in progress, closes every
+            open emission box (no window spans the gap) and advances decision ``time`` by
+            the samples lost; ``rx_time``
             (uint64 s, double frac) makes decision ``time`` UTC; ``spectrumfm_eos`` (on the
             last sample) analyses the partial slot if it holds at least one FFT frame and
             closes every open emission box.
@@ -117,6 +120,10 @@ class energy_detector(gr.sync_block):
                 if pmt.eq(tag.key, EOS):
                     self._analyse(x[at:rel + 1], t_call, until="end")
                     at = rel + 1
+                elif pmt.eq(tag.key, GAP):
+                    self._analyse(x[at:rel], t_call, until="slots")
+                    at = rel
+                    self._apply_gap(tag)
                 elif any(pmt.eq(tag.key, key) for key in (RX_FREQ, RX_RATE, RX_TIME)):
                     self._analyse(x[at:rel], t_call, until="slots")
                     at = rel
@@ -175,6 +182,13 @@ class energy_detector(gr.sync_block):
             det.time_offset += tag.offset / old - tag.offset / new
             det.set_samp_rate(new)
         self._post(det.process(np.zeros(0, np.complex64), tag.offset))
+
+    def _apply_gap(self, tag):
+        self._discard_partial(tag.offset)
+        self._post(self.detector.flush())   # boxes end where the signal broke off
+        lost = _to_float(tag.value)         # time keeps counting the samples lost
+        if lost is not None and np.isfinite(lost) and lost > 0:
+            self.detector.time_offset += lost / self.detector.samp_rate
 
     def _discard_partial(self, offset):
         """The slot in progress spans a retune: drop it, resume at the tag's sample."""

@@ -11,6 +11,10 @@ RX_TIME = pmt.intern("rx_time")    # pmt tuple (uint64 whole seconds, double fra
 # Our own: on the last sample of a finite stream, so blocks that keep state (open emission
 # boxes, partial slots) can flush before the flowgraph ends.
 EOS = pmt.intern("spectrumfm_eos")
+# Our own: samples were lost just before this one (an overflow, a dropped network
+# connection). Value: pmt uint64, samples lost (0 when unknown). What comes after is not
+# continuous with what came before.
+GAP = pmt.intern("spectrumfm_gap")
 
 # Message ports.
 PORT_DECISIONS = pmt.intern("decisions")

@@ -8,7 +8,7 @@ import pytest
 from gnuradio import blocks, gr
 
 from gnuradio.spectrumfm.energy_detector import energy_detector
-from gnuradio.spectrumfm.pmtutil import EOS, RX_FREQ, RX_RATE, RX_TIME, pmt_to_dict
+from gnuradio.spectrumfm.pmtutil import EOS, GAP, RX_FREQ, RX_RATE, RX_TIME, pmt_to_dict
 from spectrumfm.schema import validate_decision
 
 FS, CF, K, F = 1e6, 100e6, 256, 16
@@ -227,3 +227,20 @@ def test_008_burst_box_spans_the_burst_across_slots_and_batches(rate, frames_per
     # No emission time lost: every whole frame of the burst is in its box, the tone is whole.
     assert burst[0][0] <= np.ceil(0.30 * rate / K) * K and burst[0][1] >= 0.50 * rate // K * K
     assert spans(0.2 * rate) == [(0, x.size // K * K)]
+
+
+def test_009_a_gap_ends_boxes_and_no_slot_spans_it():
+    x = scene(20 * SLOT, burst=False)
+    lost = 3 * SLOT
+    gap_at = 8 * SLOT + 1000                          # inside slot 8
+    out, _, _, _ = run(x, [tag(gap_at, GAP, pmt.from_uint64(lost))], pfa=1e-5)
+    occ = [d for d in out if d["task"] == "occupancy"]
+    starts = sorted({d["sample_start"] for d in occ})
+    assert 8 * SLOT not in starts                     # the slot across the gap is dropped
+    after = [s for s in starts if s >= gap_at]
+    assert after[0] == gap_at and all(b - a == SLOT for a, b in zip(after, after[1:]))
+    d = next(d for d in occ if d["sample_start"] == gap_at)
+    assert d["time"] == pytest.approx((gap_at + lost) / FS)   # time counts the lost samples
+    tone = [d for d in out if d["task"] == "emission"]
+    assert len(tone) == 2                             # one box each side of the gap
+    assert tone[0]["sample_start"] + tone[0]["sample_count"] <= gap_at <= tone[1]["sample_start"]

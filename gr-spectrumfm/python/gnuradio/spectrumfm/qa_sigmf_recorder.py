@@ -14,7 +14,7 @@ import pytest
 import sigmf
 from gnuradio import blocks, gr
 
-from gnuradio.spectrumfm.pmtutil import RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
+from gnuradio.spectrumfm.pmtutil import GAP, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
 from gnuradio.spectrumfm.sigmf_recorder import sigmf_recorder
 from spectrumfm import schema
 from spectrumfm.errors import InputError
@@ -231,3 +231,14 @@ def test_006_metadata_is_valid_while_recording(tmp_path, monkeypatch):
     meta = read_back(tmp_path / "live.sigmf-meta")
     assert [a["core:sample_start"] for a in meta.get_annotations()] == [1000, 6000]
     np.testing.assert_array_equal(meta.read_samples(), x)
+
+
+def test_007_gaps_open_capture_segments_that_count_the_lost_samples(tmp_path):
+    tags = [gr.tag_utils.python_to_tag((1000, GAP, pmt.from_uint64(250))),
+            gr.tag_utils.python_to_tag((3000, GAP, pmt.from_uint64(0)))]   # count unknown
+    rec, _ = record(tmp_path / "g.sigmf-meta", iq(5000), tags=tags)
+    caps = read_back(tmp_path / "g.sigmf-meta").get_captures()
+    assert [c["core:sample_start"] for c in caps] == [0, 1000, 3000]
+    assert caps[1]["core:global_index"] == 1250 and "core:global_index" not in caps[2]
+    assert "lost" in caps[2]["core:comment"]
+    assert rec.stats()["gaps"] == 2

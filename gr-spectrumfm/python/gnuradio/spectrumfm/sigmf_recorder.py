@@ -17,7 +17,7 @@ from sigmf import SigMFFile
 from spectrumfm import schema
 from spectrumfm.errors import InputError
 
-from .pmtutil import RX_FREQ, RX_RATE, RX_TIME, pmt_to_dict
+from .pmtutil import GAP, RX_FREQ, RX_RATE, RX_TIME, pmt_to_dict
 
 log = logging.getLogger("spectrumfm.sigmf_recorder")
 
@@ -81,7 +81,9 @@ class sigmf_recorder(gr.sync_block):
     from an ``rx_time`` tag), and a new segment at the absolute sample where an ``rx_freq``
     tag changes the frequency or an ``rx_time`` tag sets the time. SigMF has one global
     sample rate: an ``rx_rate`` tag on sample 0 sets it; a later change opens a segment with
-    ``spectrumfm:sample_rate`` and a warning.
+    ``spectrumfm:sample_rate`` and a warning. A ``spectrumfm_gap`` tag (samples lost
+    upstream: an overflow, a dropped connection) opens a segment whose ``core:global_index``
+    counts the lost samples (or, when their number is unknown, a ``core:comment`` says so).
 
     Annotations come from decisions: ``core:label`` (the decision's label, at most 20
     characters; the full one in ``spectrumfm:label`` when longer), ``core:generator`` (the
@@ -96,8 +98,9 @@ class sigmf_recorder(gr.sync_block):
     recording; the block keeps consuming its input so the flowgraph runs on.
 
     Ports:
-        in0: complex64 samples, tags ``rx_freq``, ``rx_rate`` (pmt double, Hz) and
-            ``rx_time`` (pmt tuple of uint64 s, double s, UTC).
+        in0: complex64 samples, tags ``rx_freq``, ``rx_rate`` (pmt double, Hz),
+            ``rx_time`` (pmt tuple of uint64 s, double s, UTC) and ``spectrumfm_gap``
+            (pmt uint64, samples lost).
         annotations (message in, optional): schema-v1 decisions as PMT dicts; others are
             counted as ``malformed`` and skipped.
 
@@ -130,7 +133,8 @@ class sigmf_recorder(gr.sync_block):
                            "core:datetime": _iso8601(time.time())}]
         self._time_from_tag = False
         self._annotations = []  # sorted by core:sample_start
-        self._counts = {"samples_written": 0, "vacant_skipped": 0, "malformed": 0}
+        self._counts = {"samples_written": 0, "vacant_skipped": 0, "malformed": 0, "gaps": 0}
+        self._lost = 0  # samples lost upstream so far (spectrumfm_gap tags)
         self._bytes = 0
         self.stopped_reason = None
         self._lock = threading.Lock()  # state shared with the metadata thread
@@ -271,6 +275,8 @@ class sigmf_recorder(gr.sync_block):
                                 "rate, the segment says spectrumfm:sample_rate",
                                 self.meta_path, rate, tag.offset)
                     self._set_capture(tag.offset, {"spectrumfm:sample_rate": rate})
+            elif pmt.eq(tag.key, GAP):
+                self._on_gap(tag)
             elif pmt.eq(tag.key, RX_TIME):
                 secs = (pmt.to_uint64(pmt.tuple_ref(tag.value, 0))
                         + pmt.to_double(pmt.tuple_ref(tag.value, 1)))
@@ -278,6 +284,15 @@ class sigmf_recorder(gr.sync_block):
                 self._time_from_tag = self._time_from_tag or tag.offset == 0
         except (RuntimeError, ValueError, TypeError, OverflowError, OSError):
             log.debug("ignored a %s tag of the wrong type", pmt.symbol_to_string(tag.key))
+
+    def _on_gap(self, tag):
+        lost = pmt.to_uint64(tag.value) if pmt.is_uint64(tag.value) else 0
+        self._lost += lost
+        with self._lock:
+            self._counts["gaps"] += 1
+        # core:global_index: where this segment sits in the stream the radio produced.
+        self._set_capture(tag.offset, {"core:global_index": tag.offset + self._lost} if lost
+                          else {"core:comment": "samples were lost before this segment"})
 
     def _on_annotation(self, msg):
         decision = pmt_to_dict(msg)
@@ -370,7 +385,8 @@ class sigmf_recorder(gr.sync_block):
                 self._stopping.wait(max(META_INTERVAL_S, 4 * spent) - spent)
 
     def stats(self):
-        """samples_written, annotations, captures, vacant_skipped, malformed, stopped_reason."""
+        """samples_written, annotations, captures, gaps, vacant_skipped, malformed,
+        stopped_reason."""
         with self._lock:
             return {**self._counts, "annotations": len(self._annotations),
                     "captures": len(self._captures), "stopped_reason": self.stopped_reason}

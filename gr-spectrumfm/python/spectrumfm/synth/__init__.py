@@ -1,0 +1,20 @@
+"""The synthetic RF data generator: labelled waveforms, impairments, anomalies and scenes.
+
+No public dataset can be downloaded where this project is built, so it makes its own:
+
+* :mod:`~spectrumfm.synth.modulations`: the RadioML 2018 modulation set, pulse-shaped;
+* :mod:`~spectrumfm.synth.technologies`: WiFi, LTE, 5G NR, BLE, Zigbee, DVB-T, broadcast FM,
+  LoRa, ADS-B, GSM and noise, each with its standard's structure;
+* :mod:`~spectrumfm.synth.impairments`: AWGN at an in-band SNR and the channel and receiver
+  impairments, each with an "off" setting;
+* :mod:`~spectrumfm.synth.anomalies`: the paper's aliased-interferer case and jammers;
+* :mod:`~spectrumfm.synth.scenes`: wideband captures with several emitters, as SigMF;
+* :mod:`~spectrumfm.synth.dataset`: ``spectrumfm generate``'s HDF5 shards.
+
+All of it is numpy/scipy: no GNU Radio, no Qt, no torch (see ``docs/generator.md`` for why
+the waveforms are written here rather than run through gr-digital/gr-dtv flowgraphs).
+"""
+
+from spectrumfm.synth.core import FAMILIES, Signal, WaveformSpec, get, names
+
+__all__ = ["FAMILIES", "Signal", "WaveformSpec", "get", "names"]
