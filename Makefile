@@ -28,11 +28,13 @@ venv: $(VENV)/.deps-stamp
 $(VENV)/bin/python:
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 
+# torch first: peft needs torch, and installed before it pip would satisfy that with the
+# newest CUDA build from PyPI (gigabytes) instead of the pinned CPU one.
 $(VENV)/.deps-stamp: $(VENV)/bin/python requirements.txt requirements-torch.txt constraints.txt
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
 	  echo "A CUDA build of torch is installed: keeping it"; \
 	else $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-torch.txt; fi
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
 	touch $@
 
 # Configure once, then build+install on every call: CMake copies only what changed.
