@@ -188,3 +188,14 @@ def test_output_folder_not_empty_needs_overwrite(tmp_path):
     assert run_cli(*args, "--overwrite").returncode == 0
     assert (out / "notes.txt").read_text() == "mine"   # only the dataset is replaced
     assert (out / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("name", ["modulation-radioml", "technology", "sensing", "anomaly"])
+def test_shipped_recipes_generate(tmp_path, name):
+    from sfm_testutil import ROOT
+    settings = Recipe.load(str(ROOT / "recipes" / f"{name}.yaml"))
+    settings["n_per_class"] = 1
+    recipe = Recipe.build(settings, where=name)
+    assert recipe.impairments            # numbers like 2.4e9 read as numbers, not strings
+    info = generate(recipe, str(tmp_path / name), workers=1, progress=False)
+    assert info["n_examples"] == len(recipe.classes)

@@ -36,7 +36,7 @@ def run(args) -> int:
                            "n_per_class": 1, "snr_range": [-10, 20], "impairments": imp},
                           where="benchmark")
     impairments = Impairments.from_dict(imp)
-    per_class, total_n, total_t = {}, 0, 0.0
+    per_class = {}
     for c, name in enumerate(recipe.classes):
         make_example(recipe, impairments, c, 0)          # warm caches (taps, plans)
         n, t0 = 0, time.perf_counter()
@@ -45,14 +45,14 @@ def run(args) -> int:
             n += 1
         dt = time.perf_counter() - t0
         per_class[name] = round(n / dt, 1)
-        total_n, total_t = total_n + n, total_t + dt
-    overall = total_n / total_t
+    # A dataset has as many examples of each class: its rate is the harmonic mean.
+    overall = len(per_class) / sum(1.0 / r for r in per_class.values())
     width = max(map(len, per_class))
     for name, r in per_class.items():
         print(f"  {name:<{width}} {r:10,.1f} examples/s")
     print(f"{args.generator}: {overall:,.1f} examples/s of {args.length} samples at "
-          f"{rate / 1e6:g} MS/s on one core ({args.impairments} impairments; the mean over "
-          f"classes, each timed {args.seconds:g} s)")
+          f"{rate / 1e6:g} MS/s on one core ({args.impairments} impairments; equal numbers of "
+          f"each class, each timed {args.seconds:g} s)")
     if args.json:
         print(json.dumps({"generator": args.generator, "length": args.length, "samp_rate": rate,
                           "impairments": args.impairments, "examples_per_s": round(overall, 1),

@@ -81,8 +81,7 @@ class Recipe:
         except (OSError, UnicodeError) as e:
             raise InputError(f"{path}: cannot read the recipe ({e})") from None
         try:
-            import yaml
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except Exception as e:  # yaml.YAMLError and its many subclasses
             raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
@@ -172,6 +171,24 @@ class Recipe:
              "seed": self.seed, "shard_size": self.shard_size,
              "impairments": self.impairments, "params": self.params}
         return json.loads(json.dumps(d))  # plain JSON types throughout
+
+
+def load_yaml(text: str):
+    """YAML with numbers as people write them in recipes: PyYAML follows YAML 1.1, where
+    ``20e6`` and ``2.4e9`` are strings (it wants ``2.4e+9``); YAML 1.2 reads them as floats,
+    and so does this loader."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"""),
+        list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 # -- checks ------------------------------------------------------------------------------

@@ -142,9 +142,11 @@ def load_scene(path: str) -> Scene:
 
 def _load_yaml(path: str) -> dict:
     import yaml
+
+    from spectrumfm.synth.recipe import load_yaml
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f.read())
     except FileNotFoundError:
         raise InputError(f"{path}: no such scene file") from None
     except (OSError, UnicodeError, yaml.YAMLError) as e:
