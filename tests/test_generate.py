@@ -208,3 +208,28 @@ def test_shipped_recipes_generate(tmp_path, name):
     assert recipe.impairments            # numbers like 2.4e9 read as numbers, not strings
     info = generate(recipe, str(tmp_path / name), workers=1, progress=False)
     assert info["n_examples"] == len(recipe.classes)
+
+
+def test_ctrl_c_says_what_was_written_and_leaves_no_partial_files(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from sfm_testutil import SPECTRUMFM
+    out = tmp_path / "big"
+    proc = subprocess.Popen([str(SPECTRUMFM), "generate", "--family", "technology",
+                             "--n-per-class", "5000", "--shard-size", "1000", "--workers", "2",
+                             "--out", str(out), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("shard-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)          # a terminal's Ctrl-C: the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and "interrupted after" in err and "shards" in err
+    assert not (out / "dataset.json").exists()
+    assert not list(out.glob(".*.tmp"))             # only whole shards are left
+    assert list(out.glob("shard-*.h5"))

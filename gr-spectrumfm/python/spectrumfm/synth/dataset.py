@@ -28,6 +28,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 
 import numpy as np
 
@@ -200,7 +201,7 @@ def generate(recipe: Recipe, out_dir: str, *, workers: int = 1, overwrite: bool 
             _collect(results, done, bar)
         else:
             ctx = multiprocessing.get_context("spawn")
-            with _one_thread_each(), ctx.Pool(workers) as pool:
+            with _one_thread_each(), ctx.Pool(workers, initializer=_ignore_sigint) as pool:
                 args = [(rd, out_dir, s) for s in range(n_shards)]
                 _collect(pool.imap_unordered(_star_write, args), done, bar)
     except KeyboardInterrupt:
@@ -241,6 +242,12 @@ def _one_thread_each():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _ignore_sigint():
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it stops the pool
+    # and says what was written), so the workers do not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _star_write(args):
