@@ -21,6 +21,7 @@ import math
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -234,13 +235,41 @@ def write_stats(path, parts, wall_s):
     return stats
 
 
+def _open_dashboard(address):
+    """Start `spectrumfm dashboard --connect ADDRESS` as a child process (its own GUI
+    process; it connects to the publisher and reconnects by itself). None if it cannot."""
+    connect = address.replace("://*:", "://127.0.0.1:").replace("://0.0.0.0:", "://127.0.0.1:")
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "spectrumfm_apps.dashboard", "--connect",
+                                  connect], stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        log.warning("could not open the dashboard (%s); running headless", exc)
+        return None
+    log.info("dashboard opened on %s (close its window, or --headless to run without it)",
+             connect)
+    return child
+
+
+def _report_dashboard(child):
+    """At the end of a run the window stays open for the user (theirs to close); say if it
+    already failed."""
+    if child is not None and child.poll() is not None and child.returncode:
+        log.warning("the dashboard exited with status %d", child.returncode)
+
+
 def main(args) -> int:
     _check_args(args)
+    dashboard = None
     if not args.headless and os.environ.get("DISPLAY"):
-        log.info("the dashboard is not part of this version; running headless")
+        args.zmq = args.zmq or DEFAULT_ZMQ
+        dashboard = _open_dashboard(args.zmq)
     try:
         tb, parts = build(args)
-    except RadioError as exc:
+    except (RadioError, InputError) as exc:
+        if dashboard is not None:   # nothing will ever feed it
+            dashboard.terminate()
+        if isinstance(exc, InputError):
+            raise
         print(f"spectrumfm: error: {exc}", file=sys.stderr)
         return EXIT_RADIO
     supervisor = None
@@ -260,6 +289,7 @@ def main(args) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     stats = write_stats(args.stats, parts, time.monotonic() - t0)
+    _report_dashboard(dashboard)
     if not stopped:
         log.error("the flowgraph did not stop within %g s; exiting without it (files written "
                   "so far are kept)", STOP_TIMEOUT_S)
