@@ -402,3 +402,72 @@ def test_crosshair_follows_the_cursor_on_both_plots(app):
     assert win.waterfall.vline.value() == 100.1e6 and win.waterfall.vline.isVisible()
     assert "-50.0 dB" in win.spectrum.cursor.textItem.toPlainText()
     win.close()
+
+
+def test_scan_shows_the_whole_range_as_a_panorama(wired):
+    """Status messages with scan fields: rows at three centres fill their own segments of
+    one wide row spanning scan_start..scan_stop, with no rebuild between steps; a status
+    without scan fields goes back to the normal view."""
+    app, win, sub, address = wired
+    start, stop, rate = 99.5e6, 102.5e6, 1e6
+    centers, levels = (100e6, 101e6, 102e6), (-90.0, -70.0, -50.0)
+    bin_hz = rate / BINS
+    pub = Publisher(address)
+    seq = 0
+
+    def status(step=None):
+        head = {"source": "test"}
+        if step is not None:
+            head.update(scan_start=start, scan_stop=stop, scan_step=step, scan_steps=3,
+                        scan_center=centers[step])
+        pub.sock.send_multipart(schema.encode(schema.TOPIC_STATUS, head, seq))
+
+    def row(freq, level):
+        nonlocal seq
+        head = {"center_freq": freq, "samp_rate": rate, "fft_size": BINS,
+                "sample_index": seq * BINS, "samples_per_row": BINS, "time": seq * BINS / rate}
+        pub.sock.send_multipart(schema.encode(schema.TOPIC_SPECTRUM, head, seq,
+                                              np.full(BINS, level, np.float32)))
+        seq += 1
+
+    def segment(image_row, freq):
+        lo = int(round((freq - BINS // 2 * bin_hz - start) / bin_hz))
+        return image_row[max(lo, 0) + 2:lo + BINS - 2]
+
+    try:
+        # Wait for the subscription to be up, then for the panorama on the first step.
+        assert pump(app, win, sub, lambda: (status(0), row(centers[0], levels[0]))
+                    and win.pano is not None and win.ring.total >= 3)
+        resets = win.stats()["resets"]
+        total = win.ring.total
+        for step in (1, 2):
+            status(step)
+            for _ in range(3):
+                row(centers[step], levels[step])
+        assert pump(app, win, sub, lambda: win.last_seq.get("spectrum") == seq - 1)
+        assert win.ring.total >= total + 6
+        stats = win.stats()
+        assert stats["resets"] == resets                       # retunes rebuilt nothing
+        assert stats["scan"] == [start, stop] and stats["layout"][0] == "scan"
+        image = win.waterfall.image.image
+        assert image.shape == (50, int(np.ceil((stop - start) / bin_hz)) + 1)
+        newest = image[-1]
+        for freq, level in zip(centers, levels):               # each step in its own segment
+            assert np.all(segment(newest, freq) == level)
+        # The row before the third step's: only the first two steps' levels, so far.
+        before = image[-4]
+        assert np.all(segment(before, centers[1]) == levels[1])
+        assert np.all(segment(before, centers[0]) == levels[0])
+        assert np.all(segment(before, centers[2]) == win.ring.floor)    # never seen yet
+        for plot in (win.spectrum, win.waterfall):             # the whole range, in Hz
+            x0, x1 = plot.getPlotItem().vb.viewRange()[0]
+            assert x0 <= start + bin_hz and x1 >= stop - bin_hz and x1 - x0 < 3.1e6
+        assert "scan" in win.status_text()
+        status(None)                                           # the scan is over
+        assert pump(app, win, sub, lambda: (row(100e6, -60.0), win.layout_key)[1]
+                    == (100e6, rate, BINS))
+        assert win.pano is None and win.waterfall.image.image.shape == (50, BINS)
+        x0, x1 = win.waterfall.getPlotItem().vb.viewRange()[0]
+        assert x1 - x0 < 1.1e6
+    finally:
+        pub.close()

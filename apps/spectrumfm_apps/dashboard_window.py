@@ -18,6 +18,7 @@ from .dashboard_plots import (BOX_TASKS, COLORMAPS, AnomalyPlot, SpectrumPlot, W
                               label_colour)
 
 TABLE_ROWS = 1000
+PANORAMA_MAX_BINS = 8192   # a scan's wide row at most: coarser bins (max of k) beyond that
 COLUMNS = ("time", "freq", "task", "label", "score")
 
 
@@ -93,8 +94,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.max_boxes = max_boxes
         self.anomaly_threshold = anomaly_threshold
         self.counters = counters or Counters()
-        self.layout_key = None          # (center_freq, samp_rate, fft_size)
-        self.ring = None
+        self.layout_key = None          # (center_freq, samp_rate, fft_size), or for a scan
+        self.ring = None                # ("scan", start, stop, native bin Hz)
+        self.scan = None                # (scan_start, scan_stop) while the status says so
+        self.pano = None                # (first bin Hz, bin Hz, pool k, wide row) of a scan
+        self.resets = 0                 # layouts rebuilt (a restart, a retune, a new scan)
         self.last_seq, self.last_row, self.status = {}, None, {}
         self.occupied = {}              # (freq_lo, freq_hi) -> (occupied, when)
         self.paused = False
@@ -315,7 +319,7 @@ class MainWindow(QtWidgets.QMainWindow):
         elif m.topic == "decision":
             decisions.append(self._on_decision(m.header))
         elif m.topic in ("status", "eos"):
-            self._on_status(m.header)
+            self._on_status(m.header, m.topic)
 
     def _check_seq(self, m):
         seq = m.header.get("seq")
@@ -331,12 +335,34 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_row(self, m):
         h = m.header
         key = (float(h.get("center_freq", 0.0)), float(h.get("samp_rate", 1.0)), m.row.size)
+        if self.scan and self.scan[0] <= key[0] <= self.scan[1]:
+            self._on_scan_row(m, key)
+            return
         if key != self.layout_key:
             self._reset(key, h)
         if not self.ring.total:
             self.first_sample = int(h.get("sample_index", 0))
         self.ring.push(m.row)
         self.last_row = (h, m.row)
+
+    def _on_scan_row(self, m, key):
+        """A row of a scan step: written into its own segment of the wide row (the other
+        segments keep their last values, or the floor if never seen), pushed as one new
+        waterfall row; a retune within the range rebuilds nothing."""
+        h, (freq, rate, bins) = m.header, key
+        pano_key = ("scan", *self.scan, rate / bins)
+        if pano_key != self.layout_key:
+            self._reset_scan(pano_key, h, bins)
+        f_first, bin_hz, k, wide = self.pano
+        row = m.row if k == 1 else m.row[:bins // k * k].reshape(-1, k).max(axis=1)
+        lo = int(round((freq - bins // 2 * rate / bins - f_first) / bin_hz))
+        a, b = max(lo, 0), min(lo + row.size, wide.size)
+        if a < b:
+            wide[a:b] = row[a - lo:b - lo]
+        if not self.ring.total:
+            self.first_sample = int(h.get("sample_index", 0))
+        self.ring.push(wide)
+        self.last_row = (h, self.ring.newest(1)[0])   # a ring slot, not the wide row
 
     def _reset(self, key, h):
         freq, rate, bins = key
@@ -348,6 +374,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.spectrum.reset(freqs, self.waterfall.levels())
         self.waterfall.reset(f0, rate, self.history, self.row_samples / rate)
         self.occupied.clear()
+        self.pano = None
+        self.resets += 1
+
+    def _reset_scan(self, key, h, bins):
+        _, start, stop, native_hz = key
+        k = max(1, int(np.ceil((stop - start) / native_hz / PANORAMA_MAX_BINS)))
+        bin_hz = native_hz * k
+        width = int(np.ceil((stop - start) / bin_hz)) + 1
+        self.layout_key = key
+        self.ring = RowRing(self.history, width)
+        self.pano = (start, bin_hz, k, np.full(width, self.ring.floor, np.float32))
+        rate = native_hz * bins
+        self.row_samples = int(h.get("samples_per_row") or bins)
+        self.spectrum.reset(start + np.arange(width) * bin_hz, self.waterfall.levels())
+        self.waterfall.reset(start - bin_hz / 2, width * bin_hz, self.history,
+                             self.row_samples / rate)
+        self.occupied.clear()
+        self.resets += 1
 
     def _on_decision(self, d: dict) -> dict:
         self.decisions_in += 1
@@ -365,8 +409,18 @@ class MainWindow(QtWidgets.QMainWindow):
                                                            time.monotonic())
         return d
 
-    def _on_status(self, h: dict):
+    def _on_status(self, h: dict, topic: str = "status"):
         self.status.update(h)
+        if topic != "status":
+            return
+        scan = ((float(h["scan_start"]), float(h["scan_stop"]))
+                if "scan_start" in h and "scan_stop" in h else None)
+        if scan is None:
+            for name in ("scan_start", "scan_stop", "scan_step", "scan_steps", "scan_center"):
+                self.status.pop(name, None)
+        if scan != self.scan and self.pano is not None:
+            self.layout_key = None      # left or changed the scan: rebuild at the next row
+        self.scan = scan
 
     def _show_occupancy(self):
         now = time.monotonic()
@@ -382,7 +436,13 @@ class MainWindow(QtWidgets.QMainWindow):
         age = "never" if c.last_message is None else f"{now - c.last_message:.1f} s ago"
         state = "receiving" if c.last_message and now - c.last_message < 3 else "waiting"
         where = ""
-        if self.layout_key:
+        if self.pano is not None and self.layout_key:
+            start, stop = self.layout_key[1:3]
+            where = (f" | scan {pg.siFormat(start, suffix='Hz', precision=7)} - "
+                     f"{pg.siFormat(stop, suffix='Hz', precision=7)} step "
+                     f"{s.get('scan_step', 0) + 1}/{s.get('scan_steps', '?')} "
+                     f"{self.ring.bins} bins")
+        elif self.layout_key:
             freq, rate, bins = self.layout_key
             where = (f" | {pg.siFormat(freq, suffix='Hz', precision=7)} "
                      f"{pg.siFormat(rate, suffix='S/s')} {bins} bins")
@@ -409,6 +469,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 "boxes_shown": len(self.waterfall.boxes), "malformed": c.malformed,
                 "dropped": c.dropped_queue + c.dropped_render, "lost_seq": c.lost_seq,
                 "layout": list(self.layout_key) if self.layout_key else None,
+                "resets": self.resets, "scan": list(self.scan) if self.scan else None,
                 "history": self.history, "first_sample": getattr(self, "first_sample", None),
                 "samples_per_row": getattr(self, "row_samples", None),
                 "x_range": list(vb.viewRange()[0]),
