@@ -15,6 +15,13 @@ All of it is numpy/scipy: no GNU Radio, no Qt, no torch (see ``docs/generator.md
 the waveforms are written here rather than run through gr-digital/gr-dtv flowgraphs).
 """
 
-from spectrumfm.synth.core import FAMILIES, Signal, WaveformSpec, get, names
-
 __all__ = ["FAMILIES", "Signal", "WaveformSpec", "get", "names"]
+
+
+def __getattr__(name):
+    # Lazy: the command line imports spectrumfm.synth.recipe at start-up to build its
+    # parser, and the generators' scipy imports would add 0.3 s to every command.
+    if name in __all__:
+        from spectrumfm.synth import core
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
