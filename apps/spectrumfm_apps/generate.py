@@ -125,7 +125,9 @@ def main(args) -> int:
         list_ids()
         return 0
     if not args.out:
-        raise InputError("generate: no --out (the folder to write the dataset to)")
+        raise InputError("generate: no --out (the path without extension to write the scene "
+                         "to)" if args.scene else "generate: no --out (the folder to write "
+                         "the dataset to)")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.scene:
