@@ -30,7 +30,8 @@ import time
 
 from spectrumfm.errors import InputError
 
-DESCRIPTION = "Inference throughput of a model size, in windows per second."
+DESCRIPTION = ("Inference throughput of a model size, in windows per second; with --generator, "
+               "the data generator's examples per second.")
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -60,7 +61,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def add_parser(sub):
-    p = sub.add_parser("benchmark", help="inference throughput of a model size",
+    p = sub.add_parser("benchmark", help="inference throughput of a model size (or, with "
+                                         "--generator, of the data generator)",
                        description=DESCRIPTION)
     get_args_parser(p)
     p.set_defaults(func=main)

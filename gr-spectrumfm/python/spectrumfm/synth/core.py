@@ -87,9 +87,14 @@ class WaveformSpec:
         return sig
 
 
+    @property
+    def keywords(self) -> frozenset:
+        """The parameters the generator takes (after ``rng, samp_rate, n``)."""
+        return _keywords(self.fn)
+
     def check_params(self, params: dict, where: str | None = None) -> None:
         """:class:`InputError` naming a parameter the generator does not take."""
-        takes = _keywords(self.fn)
+        takes = self.keywords
         for key in params:
             if key not in takes:
                 raise InputError(f"{where or self.name}: {self.name} has no parameter {key!r} "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import inspect
 import logging
 import math
 import os
@@ -314,6 +313,5 @@ def _variant(name: str, samp_rate: float, rng) -> tuple[float, dict]:
     spec = resolve_waveform(name)
     kw = {"burst": False} if spec.family == "technology" else {}
     sig = spec.generate(rng, samp_rate, 4096, **kw)
-    takes = inspect.signature(spec.fn).parameters
     return sig.bandwidth, {k: v for k, v in sig.params.items()
-                           if k in takes and k not in ("rng", "samp_rate", "n", "burst")}
+                           if k in spec.keywords and k != "burst"}
