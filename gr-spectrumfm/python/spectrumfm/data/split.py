@@ -9,10 +9,13 @@ import numpy as np
 __all__ = ["split_indices"]
 
 
+SNR_BIN_DB = 2.0
+
+
 def split_indices(labels, snr_db, fractions=(0.8, 0.1, 0.1), seed: int = 0, groups=None):
     """Split windows into (train_idx, val_idx, test_idx), each sorted int64.
 
-    Every (class, SNR) stratum is shuffled with ``numpy.random.default_rng(seed)`` and cut in
+    Every (class, SNR in 2 dB bins) stratum is shuffled with ``numpy.random.default_rng(seed)`` and cut in
     the given fractions, so each split holds every stratum in proportion; the three are
     disjoint and cover all windows. Unknown SNRs (NaN) form one stratum per class.
 
@@ -52,7 +55,10 @@ def _stratified_parts(labels, snr, fractions, rng) -> np.ndarray:
     _, label_code = np.unique(labels, return_inverse=True)
     # NaN compares unequal to itself, so it is given a code of its own before np.unique.
     nan = np.isnan(snr)
-    _, snr_code = np.unique(np.where(nan, np.inf, snr), return_inverse=True)
+    # SNRs are binned to 2 dB (RadioML's steps, unchanged by it): a generated set draws a
+    # continuous SNR per example, and strata of one example each would all go to training.
+    binned = np.round(np.where(nan, 0.0, snr) / SNR_BIN_DB) * SNR_BIN_DB
+    _, snr_code = np.unique(np.where(nan, np.inf, binned), return_inverse=True)
     stratum = label_code.astype(np.int64) * (snr_code.max() + 1) + snr_code
     _, stratum, sizes = np.unique(stratum, return_inverse=True, return_counts=True)
     # Members of each stratum, consecutive and in random order.
