@@ -68,7 +68,8 @@ def test_truncated_reads_whole_samples_and_warns(tmp_path, scene):
     path = tmp_path / "trunc.cf32"
     path.write_bytes(scene.astype("<c8").tobytes() + b"\x01\x02\x03")
     out = tmp_path / "d.jsonl"
-    res = run_cli("run", path, "--fast", "-s", SCENE_RATE, "--decisions", out, "--stats", tmp_path / "s.json")
+    res = run_cli("run", path, "--fast", "-s", SCENE_RATE, "--model", "energy-detector",
+                  "--decisions", out, "--stats", tmp_path / "s.json")
     assert res.returncode == 0, res.stderr
     assert "truncated" in res.stderr
     assert "Traceback" not in res.stderr
@@ -82,7 +83,8 @@ def test_unknown_task(tmp_path, scene):
 
 def test_task_needing_a_model_says_so(tmp_path, scene):
     path = write_raw(tmp_path / "t.cf32", scene[:1000], "cf32")
-    assert_one_line_error(run_cli("run", path, "-s", "1e6", "--tasks", "technology"),
+    assert_one_line_error(run_cli("run", path, "-s", "1e6", "--model", "energy-detector",
+                                  "--tasks", "technology"),
                           "technology", "model")
 
 

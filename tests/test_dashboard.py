@@ -264,7 +264,8 @@ def test_replay_shows_emitters_and_boxes(tmp_path):
         for line in dash.stderr:              # its socket is up before the engine starts
             if "dashboard watching" in line:
                 break
-        run = run_cli("run", meta, "--zmq", address, "--realtime", "-q", timeout=60)
+        run = run_cli("run", meta, "--zmq", address, "--realtime", "-q", "--model",
+                      "energy-detector", timeout=60)
         assert run.returncode == 0, run.stderr
         assert dash.wait(timeout=30) == 0, dash.stderr.read()
     finally:

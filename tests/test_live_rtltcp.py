@@ -42,7 +42,7 @@ def start(server, tmp_path, *extra):
     out = {"decisions": tmp_path / "d.jsonl", "record": tmp_path / "rec.sigmf-meta",
            "stats": tmp_path / "s.json"}
     cmd = [str(SPECTRUMFM), "run", "--source", "rtl_tcp", "--args", f"127.0.0.1:{server.port}",
-           "-s", str(RATE), "--headless", "-q"]
+           "-s", str(RATE), "--headless", "-q", "--model", "energy-detector"]
     for name, path in out.items():
         cmd += [f"--{name}", str(path)]
     proc = subprocess.Popen(cmd + [str(a) for a in extra], stdout=subprocess.PIPE,
@@ -252,7 +252,7 @@ def test_server_runs_alone_for_users(tmp_path):
     try:
         assert "rtl_tcp server on 127.0.0.1" in srv.stdout.readline()
         res = run_cli("run", "--source", "rtl_tcp", "--args", f"127.0.0.1:{port}", "-s", RATE,
-                      "--duration", "0.5", "-q", cwd=tmp_path)
+                      "--duration", "0.5", "-q", "--model", "energy-detector", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
     finally:
         srv.terminate()

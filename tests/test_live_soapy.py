@@ -140,7 +140,8 @@ def test_real_radio_gives_decisions(tmp_path, driver):
     rate = 2.4e6 if driver == "rtlsdr" else 2e6
     out = tmp_path / "d.jsonl"
     res = run_cli("run", "--source", "soapy", "--args", f"driver={driver}", "-f", 100e6,
-                  "-s", rate, "--duration", 2, "--decisions", out, "-q", cwd=tmp_path, timeout=60)
+                  "-s", rate, "--duration", 2, "--decisions", out, "-q", "--model", "energy-detector",
+                  cwd=tmp_path, timeout=60)
     assert res.returncode == 0, res.stderr
     decisions = read_jsonl(out)
     assert decisions

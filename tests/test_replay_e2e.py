@@ -43,7 +43,8 @@ def check_decisions(path, n_samples, center=SCENE_FREQ):
 def replay(tmp_path, path, *extra):
     out = tmp_path / "decisions.jsonl"
     stats = tmp_path / "stats.json"
-    res = run_cli("run", path, "--fast", "--headless", "--decisions", out, "--stats", stats, *extra)
+    res = run_cli("run", path, "--fast", "--headless", "--model", "energy-detector",
+                  "--decisions", out, "--stats", stats, *extra)
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     st = json.loads(stats.read_text())

@@ -21,6 +21,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_written(tmp_path):
     path = write_raw(tmp_path / "long.cf32", x.astype(np.complex64), "cf32")
     out, stats, rec = tmp_path / "d.jsonl", tmp_path / "s.json", tmp_path / "rec.sigmf-meta"
     proc = subprocess.Popen([str(SPECTRUMFM), "run", str(path), "-s", str(SCENE_RATE), "--headless",
+                             "--model", "energy-detector",
                              "--decisions", str(out), "--stats", str(stats), "--record", str(rec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)
@@ -61,6 +62,7 @@ def test_zmq_messages_reach_a_subscriber(tmp_path, scene):
     t.start()
     try:
         res = subprocess.run([str(SPECTRUMFM), "run", str(path), "-s", str(SCENE_RATE), "--headless",
+                              "--model", "energy-detector",
                               "--realtime", "--zmq", address, "-q"],
                              capture_output=True, text=True, timeout=60)
         time.sleep(0.5)

@@ -123,7 +123,8 @@ def test_random_scene_replays_and_the_detector_finds_its_emitters(tmp_path):
     truth = json.loads(meta.read_text())["annotations"]
     assert truth
     out = tmp_path / "d.jsonl"
-    res = run_cli("run", meta, "--fast", "--headless", "--decisions", out, "-q")
+    res = run_cli("run", meta, "--fast", "--headless", "--model", "energy-detector",
+                  "--decisions", out, "-q")
     assert res.returncode == 0, res.stderr
     boxes = [d for d in read_jsonl(out) if d["task"] == "emission"]
     for a in truth:

@@ -1,5 +1,6 @@
 """`spectrumfm benchmark`: inference throughput of a named model size, in windows per second
-(and, with ``--generator FAMILY``, the data generator's examples per second: bench_generate).
+(and, with ``--generator FAMILY``, the data generator's examples per second: bench_generate;
+with ``--pipeline``, the inference engine's overhead over a model's runners: bench_pipeline).
 
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json \
@@ -31,16 +32,27 @@ import time
 from spectrumfm.errors import InputError
 
 DESCRIPTION = ("Inference throughput of a model size, in windows per second; with --generator, "
-               "the data generator's examples per second.")
+               "the data generator's examples per second; with --pipeline, the inference "
+               "engine's throughput and latency beside the bare model.")
+DEFAULT_MODEL = "spectrumfm-paper"
+DEFAULT_BATCH = 16
+DEFAULT_SECONDS = 10.0
+# --pipeline times every task three ways and the band analysis four ways: 2 s each keeps
+# the whole run of a four-task model near a minute.
+PIPELINE_SECONDS = 2.0
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="spectrumfm benchmark",
                                           description=DESCRIPTION)
-    p.add_argument("--model", default="spectrumfm-paper", help="registered model size")
-    p.add_argument("--batch", type=int, default=16, help="windows per forward (default 16)")
+    p.add_argument("--model", help=f"registered model size (default {DEFAULT_MODEL}); with "
+                                   "--pipeline a model folder or name (default spectrumfm-tiny)")
+    p.add_argument("--batch", type=int, help=f"windows per forward (default {DEFAULT_BATCH}; "
+                                             "256 with --pipeline)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--seconds", type=float, default=10.0, help="timed duration (default 10)")
+    p.add_argument("--seconds", type=float,
+                   help=f"timed duration (default {DEFAULT_SECONDS:g}; with --pipeline "
+                        f"{PIPELINE_SECONDS:g} per measurement)")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="seconds of untimed warm-up, at least 3 batches (default 2)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -57,6 +69,14 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     gen.add_argument("--samp-rate", type=float, help="sample rate (the family's default)")
     gen.add_argument("--impairments", choices=("typical", "none"), default="typical",
                      help="channel impairments while timing (default typical)")
+    pipe = p.add_argument_group("inference pipeline (a model folder's task runners)")
+    pipe.add_argument("--pipeline", action="store_true",
+                      help="time each task runner bare and through the batching worker "
+                           "(overhead %%, latency)")
+    pipe.add_argument("--tasks", help="comma-separated engine tasks (default: every adapter)")
+    pipe.add_argument("--job-windows", type=int,
+                      help="windows per submitted job (default 16: one slot of 16 channels)")
+    pipe.add_argument("--compile", action="store_true", help="torch.compile the runners")
     return p
 
 
@@ -143,8 +163,13 @@ def measure(forward, x, *, seconds: float, warmup: float, device) -> dict:
 
 
 def main(args) -> int:
+    if args.seconds is None:
+        args.seconds = PIPELINE_SECONDS if getattr(args, "pipeline", False) else DEFAULT_SECONDS
     if args.generator:
         from .bench_generate import run
+        return run(args)
+    if getattr(args, "pipeline", False):
+        from .bench_pipeline import run
         return run(args)
     import torch
 
@@ -153,6 +178,8 @@ def main(args) -> int:
     from spectrumfm.models.reference import ReferenceEncoder
     from spectrumfm.train import resolve_device
 
+    args.model = args.model or DEFAULT_MODEL
+    args.batch = DEFAULT_BATCH if args.batch is None else args.batch
     if args.batch < 1 or args.seconds <= 0 or args.warmup < 0:
         raise InputError("--batch must be >= 1, --seconds > 0 and --warmup >= 0")
     if args.threads is not None:

@@ -33,7 +33,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import benchmark, dashboard, demo, devices, evaluate, finetune, generate, pretrain, run
+    from . import (benchmark, classify, dashboard, demo, devices, evaluate, finetune, generate,
+                   pretrain, run)
 
     parser = argparse.ArgumentParser(
         prog="spectrumfm",
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_parser(sub)
     finetune.add_parser(sub)
     evaluate.add_parser(sub)
+    classify.add_parser(sub)
     benchmark.add_parser(sub)
     dashboard.add_parser(sub)
     return parser

@@ -3,7 +3,9 @@
 The recording (``data/demo/demo.sigmf-*``, a scene of the data generator made by
 ``spectrumfm generate --scene data/demo/demo-scene.yaml --datatype ci8 --out data/demo/demo``)
 carries each emitter's true extent as a SigMF annotation, so the demo can report, emitter by
-emitter, whether the detector found it, and how many of its boxes match nothing.
+emitter, whether the run found it, and how many of its boxes match nothing. Boxes are the
+energy detector's emissions, or with a model the boxes it classified (technology, else
+modulation), or for a model with only occupancy its occupied channel-slot cells.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def add_parser(sub):
     p.add_argument("--out", default="out/demo", help="folder for the outputs (default %(default)s)")
     p.add_argument("--realtime", action="store_true", help="replay at real time (default: --fast)")
     p.add_argument("--recording", help="another SigMF recording with truth annotations")
+    p.add_argument("--model", help="as for `spectrumfm run` (default: the shipped model, or "
+                                   "the energy detector when none is installed)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.set_defaults(func=main)
     return p
 
@@ -65,14 +70,22 @@ def main(args) -> int:
             "--record", str(out / "demo-annotated.sigmf-meta"), "--stats", str(out / "stats.json")]
     if not args.realtime:
         argv.append("--fast")
+    if args.model:
+        argv += ["--model", args.model]
+    argv += ["--device", args.device]
     run_args = build_parser().parse_args(argv)
     run_cmd.main(run_args)
 
     meta_json = json.loads(meta.read_text())
     truth = meta_json.get("annotations", [])
     rate = float(meta_json["global"]["core:sample_rate"])
-    boxes = [d for d in map(json.loads, (out / "decisions.jsonl").read_text().splitlines())
-             if d["task"] == "emission"]
+    decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    tasks = {d["task"] for d in decisions}
+    # One kind of box only: a model's technology and modulation decisions share their boxes.
+    box_task = next((t for t in ("emission", "technology", "modulation", "occupancy")
+                     if t in tasks), "emission")
+    boxes = [d for d in decisions if d["task"] == box_task and d["label"] != "vacant"]
+    what = "occupied cells" if box_task == "occupancy" else "boxes"
     rows, unmatched = match_truth(truth, boxes)
     print(f"\nAgainst the recording's truth ({len(truth)} emitters):")
     found = 0
@@ -80,9 +93,9 @@ def main(args) -> int:
         found += n > 0
         print(f"  {'found ' if n else 'MISSED'}  {t['core:label']:<8} "
               f"{t['core:freq_lower_edge'] / 1e6:.4f}-{t['core:freq_upper_edge'] / 1e6:.4f} MHz "
-              f"from {t['core:sample_start'] / rate:.3f} s: {n} box(es), "
+              f"from {t['core:sample_start'] / rate:.3f} s: {n} {what}, "
               f"{100 * cover:.0f} % of its time covered")
-    print(f"{found}/{len(truth)} emitters found; {len(unmatched)} of {len(boxes)} boxes match no "
-          f"emitter (false alarms or unlabelled spill-over)")
+    print(f"{found}/{len(truth)} emitters found; {len(unmatched)} of {len(boxes)} {what} match "
+          f"no emitter (false alarms or unlabelled spill-over)")
     print(f"outputs in {out}{os.sep}")
     return 0

@@ -30,9 +30,21 @@ DESCRIPTION = "Score a fine-tuned adapter on a dataset."
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="spectrumfm evaluate",
                                           description=DESCRIPTION)
-    p.add_argument("--model", required=True, metavar="DIR", help="adapter folder (finetune --out)")
-    p.add_argument("--data", required=True, metavar="SPEC",
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="adapter folder (finetune --out); with --scenes, a model name or "
+                        "folder (models/spectrumfm-tiny)")
+    p.add_argument("--data", metavar="SPEC",
                    help="rml2016:PATH, rml2018:PATH, shards:DIR or sigmf:PATH")
+    p.add_argument("--scenes", type=int, metavar="N",
+                   help="instead of --data: occupancy on N generated two-emitter scenes per "
+                        "SNR, the model against the energy detector on the same cells")
+    p.add_argument("--snr", default="-10,-5,0,5",
+                   help="with --scenes: the emitters' in-band SNRs, dB (default %(default)s)")
+    p.add_argument("--channels", type=int, default=16,
+                   help="with --scenes: channels of the occupancy grid (default %(default)s)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --scenes: first fit the model/energy fusion on calibration "
+                        "scenes and write it into the sensing adapter's config")
     p.add_argument("--split", choices=("test", "val", "all"), default="test",
                    help="which windows to score (default %(default)s: the held-out test split)")
     p.add_argument("--per-frame", action="store_true",
@@ -54,6 +66,11 @@ def add_parser(sub):
     get_args_parser(p)
     p.set_defaults(func=main)
     return p
+
+
+# More distinct SNRs than this are binned (SNR_BIN_DB wide) in the per-SNR figures.
+MAX_SNR_KEYS = 40
+SNR_BIN_DB = 5.0
 
 
 def _finite(obj):
@@ -84,6 +101,12 @@ def evaluate(probs, labels, snr_db, classes, task: str, pfa: float = 0.1) -> dic
 
     pred = probs.argmax(axis=1)
     out = metrics.classification_report(labels, pred, classes)
+    snr_db = np.asarray(snr_db, dtype=np.float64)
+    if len(np.unique(snr_db[~np.isnan(snr_db)])) > MAX_SNR_KEYS:
+        # A generated set draws a continuous SNR per example: report it in bins, each
+        # keyed by its lower edge ("-5" holds -5 <= SNR < 0).
+        snr_db = np.floor(snr_db / SNR_BIN_DB) * SNR_BIN_DB
+        out["snr_bin_db"] = SNR_BIN_DB
     out["accuracy_per_snr"] = metrics.accuracy_per_snr(labels, pred, snr_db)
     if task in BINARY_TASKS:
         positive, score = labels == POSITIVE, probs[:, POSITIVE]
@@ -91,6 +114,22 @@ def evaluate(probs, labels, snr_db, classes, task: str, pfa: float = 0.1) -> dic
         if task == "sensing":
             out["pd_at_pfa"] = metrics.pd_at_pfa(positive, score, pfa)
             out["pfa"] = pfa
+            out["pd_at_pfa_per_snr"] = pd_per_snr(positive, score, snr_db, pfa)
+    return out
+
+
+def pd_per_snr(positive, score, snr_db, pfa: float) -> dict:
+    """Pd of each SNR (bin) at the one threshold that gives ``pfa`` over all negatives."""
+    negatives = np.sort(score[~positive])
+    if not len(negatives) or not positive.any():
+        return {}
+    # The smallest threshold t with P(score > t | vacant) <= pfa.
+    k = int(np.ceil(len(negatives) * (1 - pfa))) - 1
+    t = negatives[min(max(k, 0), len(negatives) - 1)]
+    out = {}
+    for value in np.unique(snr_db[positive & ~np.isnan(snr_db)]):
+        sel = positive & (snr_db == value)
+        out[f"{value:g}"] = float((score[sel] > t).mean())
     return out
 
 
@@ -121,6 +160,17 @@ def main(args) -> int:
     from spectrumfm.train import resolve_device
     from spectrumfm.train.lora import load_adapter
 
+    if args.scenes is not None:
+        import os
+
+        from spectrumfm.infer.bundle import add_search_dir
+
+        from . import eval_scenes
+        from ._paths import DATA_DIR
+        add_search_dir(os.path.join(DATA_DIR, "models"))
+        return eval_scenes.main(args)
+    if not args.data:
+        raise InputError("evaluate: no --data (the dataset to score) and no --scenes")
     if args.batch < 1 or not 0 <= args.pfa <= 1:
         raise InputError("--batch must be >= 1 and --pfa within [0, 1]")
     device = resolve_device(args.device)

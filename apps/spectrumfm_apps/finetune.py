@@ -66,6 +66,15 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                         "backbone was pretrained with, so its test windows stay unseen)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--max-windows", type=int, metavar="N",
+                   help="train on at most N windows (a random stratified subset; validation "
+                        "on a proportional share), for CPU-sized runs")
+    p.add_argument("--input-rate", type=float, metavar="HZ",
+                   help="the sample rate the inference engine must give this adapter's "
+                        "windows (default: the dataset's own, when it records one)")
+    p.add_argument("--bandwidth-fraction", type=float, metavar="F",
+                   help="modulation: the share of --input-rate a training signal occupies; the "
+                        "engine resamples a detected emission so that its width is this share")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -104,6 +113,15 @@ def _check(args) -> None:
         raise InputError("--lr and --alpha must be positive")
     if args.patience < 0 or args.warmup < 0 or args.workers < 0:
         raise InputError("--patience, --warmup and --workers must not be negative")
+    if args.max_windows is not None and args.max_windows < 1:
+        raise InputError(f"--max-windows must be at least 1, got {args.max_windows}")
+    for name in ("input_rate", "bandwidth_fraction"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 and value < float("inf")):
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if args.bandwidth_fraction is not None and args.bandwidth_fraction > 1:
+        raise InputError(f"--bandwidth-fraction is a share of the rate (0, 1], got "
+                         f"{args.bandwidth_fraction}")
 
 
 def task_split(spec: str, data, *, window_len: int, fractions, seed: int):
@@ -160,6 +178,11 @@ def main(args) -> int:
              "seed": args.split_seed if args.split_seed is not None else
              int(recorded.get("seed", args.seed))}
     train_idx, val_idx, _ = task_split(args.data, data, window_len=cfg.window_len, **split)
+    if args.max_windows is not None and args.max_windows < len(train_idx):
+        rng = np.random.default_rng(args.seed)
+        n_val = max(1, round(args.max_windows * len(val_idx) / max(1, len(train_idx))))
+        train_idx = np.sort(rng.choice(train_idx, args.max_windows, replace=False))
+        val_idx = np.sort(rng.choice(val_idx, min(n_val, len(val_idx)), replace=False))
     fit_val_idx = val_idx
     if args.task == "anomaly":
         # Reconstruction learns "normal"; early stopping watches the same loss on normal data.
@@ -177,7 +200,10 @@ def main(args) -> int:
           f"validation windows; {trainable:,} of {total:,} parameters trainable "
           f"({100 * share:.2f} %)", file=sys.stderr)
 
-    base = {"backbone_arch": meta.get("arch"), "data": args.data, "split": split}
+    rate = args.input_rate if args.input_rate is not None else data.samp_rate
+    base = {"backbone_arch": meta.get("arch"), "data": args.data, "split": split,
+            "input": {"samp_rate": rate, "bandwidth_fraction": args.bandwidth_fraction,
+                      "window_len": cfg.window_len}}
 
     def save(status: str, **extra):
         save_adapter(args.out, model, head, task=args.task, classes=data.classes,

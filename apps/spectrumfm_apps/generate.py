@@ -21,6 +21,7 @@ import os
 from spectrumfm.errors import InputError
 
 log = logging.getLogger("spectrumfm")
+CHANNEL_FAMILIES = ("occupancy", "channel-anomaly")
 DESCRIPTION = "Generate labelled datasets (HDF5 shards) or wideband scenes (SigMF)."
 
 
@@ -29,7 +30,14 @@ def add_parser(sub):
 
     p = sub.add_parser("generate", help="generate labelled datasets or wideband scenes",
                        description=DESCRIPTION)
-    p.add_argument("--family", help=f"what to generate: {', '.join(GENERATE_FAMILIES)}")
+    p.add_argument("--family", help=f"what to generate: {', '.join(GENERATE_FAMILIES)}; or "
+                                    f"{' or '.join(CHANNEL_FAMILIES)}: channel windows of "
+                                    "random scenes, cut as the engine cuts them, for the "
+                                    "occupancy and anomaly adapters")
+    p.add_argument("--scenes", type=int, default=600,
+                   help="occupancy / channel-anomaly: random scenes to cut (default 600)")
+    p.add_argument("--channels", type=int, default=16,
+                   help="occupancy / channel-anomaly: channels per scene (default 16)")
     p.add_argument("--classes", help="comma-separated class ids (default: all of the family)")
     p.add_argument("--n-per-class", type=int, help="examples per class (default 1000)")
     p.add_argument("-s", "--samp-rate", type=float,
@@ -117,6 +125,23 @@ def _scene(args) -> int:
     return 0
 
 
+def _channel_windows(args) -> int:
+    from spectrumfm.synth import occupancy
+
+    if args.scenes < 1 or args.channels < 1:
+        raise InputError(f"--scenes and --channels must be at least 1, got {args.scenes}, "
+                         f"{args.channels}")
+    kw = dict(n_scenes=args.scenes, seed=args.seed or 0, n_channels=args.channels,
+              overwrite=args.overwrite, progress=not args.quiet)
+    if args.family == "occupancy":
+        info = occupancy.generate_occupancy(args.out, **kw)
+    else:
+        info = occupancy.generate_anomaly_windows(args.out, **kw)
+    print(f"wrote {info['n_examples']} channel windows ({', '.join(info['classes'])}) of "
+          f"{args.scenes} scenes in {len(info['shards'])} shard(s) to {args.out}")
+    return 0
+
+
 def main(args) -> int:
     from spectrumfm.synth.dataset import generate
     from spectrumfm.synth.recipe import Recipe
@@ -132,6 +157,8 @@ def main(args) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.scene:
         return _scene(args)
+    if args.family in CHANNEL_FAMILIES:
+        return _channel_windows(args)
     where = args.recipe or "generate"
     recipe = Recipe.build(_settings(args), where=where)
     info = generate(recipe, args.out, workers=args.workers, overwrite=args.overwrite,

@@ -15,6 +15,7 @@ be reached, or was lost mid-stream: what was decided and recorded until then is 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -37,6 +38,8 @@ SOURCES = ("file", "soapy", "rtl_tcp")
 DETECTOR_FFT = 256
 STOP_TIMEOUT_S = 10.0
 EXIT_RADIO = 3
+DEFAULT_MODEL = "spectrumfm-tiny"
+ENERGY_DETECTOR = "energy-detector"
 
 
 def add_parser(sub):
@@ -62,11 +65,19 @@ def add_parser(sub):
                       help="replay as fast as the analysis goes (lossless)")
     p.add_argument("--loop", action="store_true", help="replay the file over and over")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds of signal")
-    p.add_argument("--tasks", default="occupancy,emission",
-                   help="comma-separated: occupancy, emission (default: %(default)s)")
-    p.add_argument("--model", default="energy-detector",
-                   help="model: energy-detector (the classical baseline; default)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--tasks",
+                   help="comma-separated: occupancy, anomaly, technology, modulation with a "
+                        "model (default: every task it has an adapter for); occupancy, "
+                        "emission with the energy detector (default: both)")
+    p.add_argument("--model",
+                   help=f"a model name (a folder of the installed models/), a model folder, or "
+                        f"{ENERGY_DETECTOR} (the classical baseline); default {DEFAULT_MODEL}, "
+                        f"or {ENERGY_DETECTOR} when that is not installed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: the "
+                                                    "GPU when there is one)")
+    # Advanced: the model's queue and batch (a tiny queue shows windows being dropped).
+    p.add_argument("--queue-windows", type=int, default=8192, help=argparse.SUPPRESS)
+    p.add_argument("--max-batch", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--zmq", nargs="?", const=DEFAULT_ZMQ, metavar="ADDRESS",
                    help=f"publish spectrum, decision and status messages (default address "
                         f"{DEFAULT_ZMQ}: localhost only)")
@@ -112,10 +123,11 @@ def _check_args(args):
         raise InputError(f"--channels must divide {DETECTOR_FFT} (1, 2, 4, ... 256), got {args.channels}")
     if not (math.isfinite(args.slot) and args.slot > 0):
         raise InputError(f"--slot must be a positive number of seconds, got {args.slot:g}")
-    if args.model != "energy-detector":
-        raise InputError(f"--model {args.model}: unknown model; available: energy-detector")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         raise InputError(f"--device {args.device}: expected auto, cpu or cuda[:N]")
+    if args.queue_windows < 1 or args.max_batch < 1:
+        raise InputError("--queue-windows and --max-batch must be at least 1")
+    _resolve_model(args)
     for name in ("decisions", "stats"):
         path = getattr(args, name)
         if path:
@@ -124,10 +136,44 @@ def _check_args(args):
                 raise InputError(f"--{name} {path}: directory {parent} does not exist")
     try:
         from gnuradio.spectrumfm.analysis_chain import parse_tasks
-        parse_tasks(args.tasks)
+        parse_tasks(args.tasks, args.model)
     except ValueError as exc:
         raise InputError(f"--tasks {args.tasks}: {exc}") from None
     live.check_args(args, args.source != "file")
+
+
+def _resolve_model(args):
+    """Fill in --model and --tasks. The default model is the shipped one when it is
+    installed, else the energy detector (with a notice). A model's default tasks are those
+    it has adapters for. --device is checked only when a model runs (InputError if bad)."""
+    from spectrumfm.infer import bundle
+
+    from ._paths import DATA_DIR
+
+    from gnuradio.spectrumfm.inference import model_tasks
+
+    bundle.add_search_dir(os.path.join(DATA_DIR, "models"))
+    if args.model is None:
+        try:
+            why = None if model_tasks(DEFAULT_MODEL) else "has no task adapters"
+        except InputError:
+            why = "is not installed"
+        args.model = ENERGY_DETECTOR if why else DEFAULT_MODEL
+        if why:
+            log.info("the shipped model %s %s: using the energy detector (--model %s)",
+                     DEFAULT_MODEL, why, ENERGY_DETECTOR)
+    if args.model == ENERGY_DETECTOR:
+        args.tasks = args.tasks or "occupancy,emission"
+        return
+    from spectrumfm.infer.device import resolve_device
+
+    resolve_device(args.device)
+    if not args.tasks:
+        tasks = model_tasks(args.model)
+        if not tasks:
+            raise InputError(f"--model {args.model}: the model has no task adapters "
+                             f"(adapters/<task>/ folders)")
+        args.tasks = ",".join(tasks)
 
 
 def _source(args, tb, parts):
@@ -157,8 +203,15 @@ def build(args):
     parts = {}
     src = _source(args, tb, parts)
     rate, freq = parts["source"].samp_rate, parts["source"].center_freq
+    # --fast replays wait for the model (every window analysed); real-time replays and live
+    # radios never wait for it: windows it cannot take are dropped and counted.
+    lossless = args.source == "file" and not args.realtime
     chain = spectrumfm.analysis_chain(rate, freq, args.tasks, DETECTOR_FFT, args.slot,
-                                      args.channels, args.pfa)
+                                      args.channels, args.pfa, args.model, args.device, lossless,
+                                      args.max_batch, 0.05, args.queue_windows)
+    if args.model != ENERGY_DETECTOR:
+        log.info("%s; %s", chain.detector.bundle.describe(),
+                 "lossless (--fast)" if lossless else "drops windows when it falls behind")
     collector = decision_collector()
     parts.update(chain=chain, collector=collector)
     tb.connect(src, chain)
@@ -193,9 +246,12 @@ def build(args):
     return tb, parts
 
 
-def execute(tb, stop_event: threading.Event, supervisor=None) -> bool:
+def execute(tb, stop_event: threading.Event, supervisor=None, on_stop=None) -> bool:
     """Run until the stream ends, ``stop_event`` is set (Ctrl-C, SIGTERM) or the
     supervisor of a live radio reports a fault (``supervisor.tick()``, every 0.1 s).
+
+    ``on_stop`` (if given) is called just before ``tb.stop()``: the model's block stops
+    waiting for its queue, so the scheduler can stop.
 
     Returns False when the flowgraph did not stop within ``STOP_TIMEOUT_S`` of being asked
     (a block thread that died leaves ``wait()`` hanging): the caller then exits without it.
@@ -209,6 +265,8 @@ def execute(tb, stop_event: threading.Event, supervisor=None) -> bool:
         if stop_event.wait(0.1) or (supervisor is not None and supervisor.tick()):
             if stop_event.is_set():
                 log.info("stopping: flushing decisions and recordings")
+            if on_stop is not None:
+                on_stop()
             tb.stop()
             asked = True
             break
@@ -221,6 +279,7 @@ def write_stats(path, parts, wall_s):
     # The source's count, not the detector's: it includes samples still in flight at Ctrl-C.
     stats["samples_in"] = int(parts["source"].samples_produced)
     stats["overflows"] = 0
+    stats.setdefault("model", getattr(parts["chain"], "model", ENERGY_DETECTOR))
     if "supervisor" in parts:   # a live radio: overflows, samples_dropped, reconnects
         stats.update(parts["source"].stats())
     stats["wall_s"] = round(wall_s, 3)
@@ -284,7 +343,7 @@ def main(args) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
-        stopped = execute(tb, stop_event, supervisor)
+        stopped = execute(tb, stop_event, supervisor, parts["chain"].abort)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -297,10 +356,17 @@ def main(args) -> int:
     if not args.quiet:
         from .summary import print_summary
         print_summary(args, parts, stats)
+    code = 0
     fault = supervisor and not stop_event.is_set() and parts["source"].fault
     if fault:
         seconds = stats["samples_in"] / parts["source"].samp_rate
         print(f"spectrumfm: error: {fault}; stopped after {seconds:.1f} s of signal (what was "
               f"decided and recorded until then is kept)", file=sys.stderr)
-        return EXIT_RADIO
-    return 0
+        code = EXIT_RADIO
+    if getattr(parts["chain"].detector, "busy", bool)():
+        # The model's thread is still inside a batch: interpreter shutdown would end it in
+        # the middle of a PyTorch call, which aborts the process. Everything is written.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -10,6 +10,7 @@ from .file_source import file_source
 from .iq_framer import iq_framer
 from .spectrum_tap import spectrum_tap
 from .energy_detector import energy_detector
+from .inference import inference
 from .analysis_chain import analysis_chain
 from .zmq_publisher import zmq_publisher
 from .decision_file_sink import decision_file_sink

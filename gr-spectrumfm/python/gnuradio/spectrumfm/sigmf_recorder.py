@@ -90,8 +90,10 @@ class sigmf_recorder(gr.sync_block):
     model), ``core:comment`` (the task), band edges, and the declared extension
     ``spectrumfm`` (v1.0.0, optional) with ``spectrumfm:task``, ``spectrumfm:score`` and
     ``spectrumfm:snr_db`` when the decision has one. Vacant occupancy decisions (task
-    ``occupancy``, label ``vacant``) are not annotated: one per slot would swamp the file,
-    and the absence of ``occupied`` says the same; they are counted (``vacant_skipped``).
+    ``occupancy``, label ``vacant``) and normal anomaly decisions (task ``anomaly``, label
+    ``normal``: a model's per-channel verdict) are not annotated: one per slot would swamp
+    the file, and the absence of ``occupied``/``anomalous`` says the same; they are counted
+    (``vacant_skipped``, ``normal_skipped``).
 
     A write error on the data (a full disk) logs one error line, truncates the data to the
     last whole sample, rewrites the metadata for exactly those samples and stops
@@ -133,7 +135,8 @@ class sigmf_recorder(gr.sync_block):
                            "core:datetime": _iso8601(time.time())}]
         self._time_from_tag = False
         self._annotations = []  # sorted by core:sample_start
-        self._counts = {"samples_written": 0, "vacant_skipped": 0, "malformed": 0, "gaps": 0}
+        self._counts = {"samples_written": 0, "vacant_skipped": 0, "normal_skipped": 0,
+                        "malformed": 0, "gaps": 0}
         self._lost = 0  # samples lost upstream so far (spectrumfm_gap tags)
         self._bytes = 0
         self.stopped_reason = None
@@ -312,6 +315,9 @@ class sigmf_recorder(gr.sync_block):
             if decision["task"] == "occupancy" and decision["label"] == "vacant":
                 self._counts["vacant_skipped"] += 1
                 return
+            if decision["task"] == "anomaly" and decision["label"] == "normal":
+                self._counts["normal_skipped"] += 1
+                return
             bisect.insort(self._annotations, annotation_from_decision(decision),
                           key=lambda a: a["core:sample_start"])
             self._changed = True
@@ -385,8 +391,8 @@ class sigmf_recorder(gr.sync_block):
                 self._stopping.wait(max(META_INTERVAL_S, 4 * spent) - spent)
 
     def stats(self):
-        """samples_written, annotations, captures, gaps, vacant_skipped, malformed,
-        stopped_reason."""
+        """samples_written, annotations, captures, gaps, vacant_skipped, normal_skipped,
+        malformed, stopped_reason."""
         with self._lock:
             return {**self._counts, "annotations": len(self._annotations),
                     "captures": len(self._captures), "stopped_reason": self.stopped_reason}

@@ -138,6 +138,11 @@ class EnergyDetector:
             raise ValueError(f"samp_rate must be positive, got {samp_rate}")
         self._window = dsp.get_window(c.window, c.fft_size)
         self._floor = None
+        #: The occupancy grid's statistics from the last ``process`` call, one
+        #: ``(sample_start, stat, dof)`` per slot it analysed: ``stat`` (n_channels,) is each
+        #: cell's mean power over the noise floor (about ``Gamma(dof, 1/dof)`` on noise), so
+        #: another detector can fuse with the same cells (``spectrumfm.infer.band``).
+        self.last_grid: list[tuple[int, np.ndarray, float]] = []
         self._pending: list[dict] = []
         self.set_pfa(c.pfa)
         self._reset_tracking()
@@ -188,6 +193,7 @@ class EnergyDetector:
         if x.size % K:
             raise ValueError(f"input length {x.size} is not a multiple of fft_size {K}")
         out, self._pending = self._pending, []
+        self.last_grid = []
         if x.size == 0:
             return out
         if self._next is not None and int(sample_start) != self._next:
@@ -235,6 +241,7 @@ class EnergyDetector:
             dof = dsp.equivalent_dof(self._window, f, nb)
             self._per_length[f] = dof, gammainccinv(dof, c.pfa) / dof
         dof, threshold = self._per_length[f]
+        self.last_grid += [(start + s * f * K, stat[s], float(dof)) for s in range(n_slots)]
         occupied = stat > threshold
         score = confidence(stat, dof, c.pfa)
         snr_db = 10.0 * np.log10(np.maximum(stat - 1.0, 1e-5))

@@ -25,7 +25,6 @@ An adapter folder holds only what fine-tuning changed, next to a reference to th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -39,42 +38,18 @@ from torch import nn
 
 from spectrumfm.errors import InputError
 from spectrumfm.models import LORA_TARGETS
-from spectrumfm.tasks import head_config, head_from_config
+from spectrumfm.tasks import head_config
 
-from .checkpoint import WEIGHTS_FILE, describe_mismatch, load_pretrained
+# The folder's files are read by code without peft too (inference); see adapter_files.
+from .adapter_files import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, ADAPTER_FORMAT, HEAD_FILE,
+                            TARGET_PRESETS, backbone_sha256, bad_config, build_head,
+                            check_backbone, file_sha256, load_head_weights, load_tensors,
+                            read_adapter_config, resolve_targets)
+from .checkpoint import describe_mismatch, load_pretrained
 
 __all__ = ["apply_lora", "trainable_share", "merge", "save_adapter", "load_adapter",
            "resolve_targets", "file_sha256", "backbone_sha256", "TARGET_PRESETS",
            "ADAPTER_FILE", "HEAD_FILE", "ADAPTER_CONFIG_FILE"]
-
-ADAPTER_FILE = "adapter.safetensors"
-HEAD_FILE = "head.safetensors"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_FORMAT = "spectrumfm-lora/1"
-
-# "all": every linear and pointwise-conv weight of the encoder blocks, the issue's target
-# set (rank 8 on the paper model: 819,200 LoRA parameters, 5.0 % of the backbone's 16.3 M).
-# "attention": the four attention projections only (262,144, 1.6 %), the original LoRA
-# paper's choice, the one that comes near the SpectrumFM paper's "2 % of parameters".
-TARGET_PRESETS = {"all": list(LORA_TARGETS),
-                  "attention": ["q_proj", "k_proj", "v_proj", "out_proj"]}
-
-
-def resolve_targets(targets=None) -> list[str]:
-    """A preset name, a comma-separated string or a list of LORA_TARGETS suffixes -> list.
-
-    Raises ValueError for a name that is not one of the encoder's LoRA targets (the input
-    projection and depthwise conv are deliberately not adaptable, see LORA_TARGETS).
-    """
-    if targets is None:
-        return list(LORA_TARGETS)
-    if isinstance(targets, str):
-        targets = TARGET_PRESETS.get(targets) or [t.strip() for t in targets.split(",")]
-    unknown = sorted(set(targets) - set(LORA_TARGETS))
-    if unknown or not targets:
-        raise ValueError(f"unknown LoRA targets {unknown or targets}; choose from "
-                         f"{', '.join(LORA_TARGETS)} or a preset ({', '.join(TARGET_PRESETS)})")
-    return [t for t in LORA_TARGETS if t in set(targets)]
 
 
 def apply_lora(backbone: nn.Module, *, rank: int = 8, alpha: float = 16.0,
@@ -113,22 +88,6 @@ def merge(model: PeftModel) -> nn.Module:
     if not isinstance(model, PeftModel):
         raise TypeError(f"merge() takes a LoRA-wrapped model, got {type(model).__name__}")
     return model.merge_and_unload()
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def backbone_sha256(backbone_dir) -> str:
-    """SHA-256 of a checkpoint folder's weights file, the identity an adapter refers to."""
-    path = Path(backbone_dir) / WEIGHTS_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: missing (is {backbone_dir} a spectrumfm checkpoint folder?)")
-    return file_sha256(path)
 
 
 def _cpu(tensors: dict) -> dict:
@@ -179,47 +138,6 @@ def save_adapter(out_dir, model: PeftModel, head: nn.Module, *, task: str, class
     return out
 
 
-def read_adapter_config(adapter_dir) -> dict:
-    """``adapter_config.json`` of an adapter folder, checked for the fields loading needs."""
-    path = Path(adapter_dir) / ADAPTER_CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing (not a spectrumfm adapter folder?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable or malformed JSON ({e})") from None
-    need = ("task", "classes", "lora", "head", "backbone")
-    if not isinstance(config, dict) or config.get("format") != ADAPTER_FORMAT or \
-            any(k not in config for k in need):
-        raise InputError(f"{path}: not a {ADAPTER_FORMAT} adapter config (needs "
-                         f"format and {', '.join(need)})")
-    return config
-
-
-def _find_backbone(adapter_dir: Path, ref: dict, override) -> Path:
-    # The relative path first: an adapter and its backbone copied together to another
-    # machine keep working although the absolute path no longer exists there.
-    if override is not None:
-        return Path(override)
-    if ref.get("relative_path"):
-        beside = adapter_dir / ref["relative_path"]
-        if (beside / WEIGHTS_FILE).is_file():
-            return beside
-    return Path(str(ref.get("path", "")))
-
-
-def _load_tensors(path: Path, device) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device=str(device))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"{path}: not a readable safetensors file ({e})") from None
-
-
 def load_adapter(adapter_dir, *, map_location="cpu", merged: bool = True,
                  backbone_dir=None) -> tuple[nn.Module, nn.Module, dict]:
     """Load an adapter onto the backbone it names.
@@ -241,33 +159,21 @@ def load_adapter(adapter_dir, *, map_location="cpu", merged: bool = True,
     """
     adapter_dir = Path(adapter_dir)
     config = read_adapter_config(adapter_dir)
-    ref = config["backbone"]
-    backbone = _find_backbone(adapter_dir, ref, backbone_dir)
-    digest = backbone_sha256(backbone)
-    if digest != ref.get("sha256"):
-        raise InputError(f"{adapter_dir}: adapter was trained on backbone sha256 "
-                         f"{str(ref.get('sha256'))[:12]}… ({ref.get('path')}), but "
-                         f"{backbone / WEIGHTS_FILE} has {digest[:12]}…: an adapter only "
-                         "fits the backbone it was trained on")
+    backbone = check_backbone(adapter_dir, config, backbone_dir)
     model, _ = load_pretrained(backbone, map_location=map_location)
     lora = config["lora"]
     try:
         model = apply_lora(model, rank=int(lora["rank"]), alpha=float(lora["alpha"]),
                            targets=lora["targets"])
-        head = head_from_config(config["head"]).to(map_location)
     except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{adapter_dir / ADAPTER_CONFIG_FILE}: bad lora/head config ({e})") \
-            from None
-    tensors = _load_tensors(adapter_dir / ADAPTER_FILE, map_location)
+        raise bad_config(adapter_dir, e) from None
+    head = build_head(adapter_dir, config, map_location)
+    tensors = load_tensors(adapter_dir / ADAPTER_FILE, map_location)
     problem = describe_mismatch(get_peft_model_state_dict(model), tensors)
     if problem:
         raise InputError(f"{adapter_dir / ADAPTER_FILE}: does not fit the backbone: {problem}")
     set_peft_model_state_dict(model, tensors)
-    head_tensors = _load_tensors(adapter_dir / HEAD_FILE, map_location)
-    problem = describe_mismatch(head.state_dict(), head_tensors)
-    if problem:
-        raise InputError(f"{adapter_dir / HEAD_FILE}: does not fit its config: {problem}")
-    head.load_state_dict(head_tensors)
+    head = load_head_weights(adapter_dir, head, map_location)
     if merged:
         model = merge(model)
-    return model.to(map_location).eval(), head.eval(), config
+    return model.to(map_location).eval(), head, config
