@@ -81,6 +81,27 @@ def test_grid_jobs_share_windows_and_hold_each_channel():
         assert np.argmax(power) == 6 and power[6] > 100 * np.median(power)
 
 
+def test_grid_windows_follow_the_adapters_channel_view():
+    """Adapters trained on twice-wide channel windows get them: a tone at a channel's upper
+    edge shows in that channel's and its neighbour's windows, at twice the rate."""
+    C = 8
+    wide = {"samp_rate": None, "oversample": 2}
+    an = BandAnalyzer(_runners("occupancy", "anomaly", occupancy={"input": wide},
+                               anomaly={"input": wide}), FS, FC, n_channels=C)
+    assert an.oversample == 2 and an.channelizer.decimation == C // 2
+    x = _tone(_noise(int(0.2 * FS)), FS, _centre(3, C) + 0.4 * FS / C, 0.1)
+    job = [j for j in _feed(an, x) if j.task == "occupancy"][0]
+    power = (np.abs(job.windows) ** 2).mean(axis=1)
+    assert set(np.flatnonzero(power > 100 * np.median(power))) == {3, 4}
+    # At twice the rate the tone is 0.4 / 2 cycles per sample above channel 3's centre.
+    w = job.windows[3]
+    f = np.angle(np.mean(w[1:] * np.conj(w[:-1]))) / (2 * np.pi)
+    assert f == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="channel views"):
+        BandAnalyzer(_runners("occupancy", "anomaly", occupancy={"input": wide}), FS, FC,
+                     n_channels=C)
+
+
 def test_decide_one_decision_per_channel_tiling_the_band():
     C = 8
     an = BandAnalyzer(_runners("occupancy", "anomaly"), FS, FC, n_channels=C)

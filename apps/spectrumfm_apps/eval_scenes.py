@@ -3,9 +3,10 @@ against the classical energy detector on the same time-frequency cells (issue 6'
 
 Each scene (seeded, so reruns match) holds two steady emitters at the SNR under test, drawn
 from technologies and modulations of many widths, at a rate of 2.4, 10 or 20 MS/s. The band
-analysis runs with one window per cell (a slot of ``128 x channels`` samples), so the model
-and the energy detector decide on exactly the same samples: the model from the channel's
-window, the detector from the same cell of its own grid. Cells are labelled from the
+analysis runs with cells of ``128 x channels`` samples and as many model windows per cell as
+cover it (one, or two with the sensing adapter's twice-wide channel view), so the model and
+the energy detector decide on the same samples: the model from the channel's windows, the
+detector from the same cell of its own grid. Cells are labelled from the
 scene's annotations as the sensing adapter's training windows are
 (:func:`spectrumfm.synth.occupancy.label_cells`; cells an emitter only grazes are left out).
 
@@ -75,8 +76,11 @@ def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
         runner.fusion = None
     span = 128 * n_channels
     try:
+        # The model's windows cover the cell exactly: one window of a channel spans
+        # 128 x C / oversample input samples.
+        oversample = int((runner.input or {}).get("oversample") or 1)
         band = BandAnalyzer({"occupancy": runner}, scene.samp_rate, 0.0, n_channels=n_channels,
-                            slot_s=span / scene.samp_rate, windows_per_cell=1,
+                            slot_s=span / scene.samp_rate, windows_per_cell=oversample,
                             device=bundle.device)
         jobs = band.process(iq, 0) + band.flush()
         decisions = []
@@ -101,12 +105,15 @@ def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
         # score is P(occupied) whatever the label (DESIGN.md); energy_z ranks as the
         # detector's statistic does (a monotone map of it), so its ROC is the detector's.
         rows.append((d["model_score"], d["energy_z"], d["score"], labels[k, c]))
-    return np.array(rows, np.float64).reshape(-1, 4)
+    rows = np.array(rows, np.float64).reshape(-1, 4)
+    # A cell without an energy statistic (the detector's floor not yet known) is left out.
+    return rows[np.isfinite(rows).all(axis=1)]
 
 
 def fit_fusion(rows: np.ndarray) -> dict:
     """Logistic regression of the label on [logit(model), energy z] (Newton, small ridge):
     the weights of :func:`spectrumfm.infer.band.fuse`."""
+    rows = rows[np.isfinite(rows).all(axis=1)]
     X = np.stack([_logit(rows[:, 0]), rows[:, 1], np.ones(len(rows))], axis=1)
     y = rows[:, 3]
     w = np.zeros(3)

@@ -72,6 +72,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--input-rate", type=float, metavar="HZ",
                    help="the sample rate the inference engine must give this adapter's "
                         "windows (default: the dataset's own, when it records one)")
+    p.add_argument("--channel-oversample", type=int, metavar="N",
+                   help="occupancy/anomaly adapters trained on channel windows: the view they "
+                        "were cut with (`generate --oversample`), which the engine then uses")
     p.add_argument("--bandwidth-fraction", type=float, metavar="F",
                    help="modulation: the share of --input-rate a training signal occupies; the "
                         "engine resamples a detected emission so that its width is this share")
@@ -113,6 +116,8 @@ def _check(args) -> None:
         raise InputError("--lr and --alpha must be positive")
     if args.patience < 0 or args.warmup < 0 or args.workers < 0:
         raise InputError("--patience, --warmup and --workers must not be negative")
+    if args.channel_oversample is not None and args.channel_oversample < 1:
+        raise InputError(f"--channel-oversample must be at least 1, got {args.channel_oversample}")
     if args.max_windows is not None and args.max_windows < 1:
         raise InputError(f"--max-windows must be at least 1, got {args.max_windows}")
     for name in ("input_rate", "bandwidth_fraction"):
@@ -200,10 +205,12 @@ def main(args) -> int:
           f"validation windows; {trainable:,} of {total:,} parameters trainable "
           f"({100 * share:.2f} %)", file=sys.stderr)
 
-    rate = args.input_rate if args.input_rate is not None else data.samp_rate
+    # Channel windows come from captures at many rates: the engine cuts them at the stream's.
+    rate = args.input_rate if args.input_rate is not None else \
+        (None if args.channel_oversample else data.samp_rate)
     base = {"backbone_arch": meta.get("arch"), "data": args.data, "split": split,
             "input": {"samp_rate": rate, "bandwidth_fraction": args.bandwidth_fraction,
-                      "window_len": cfg.window_len}}
+                      "oversample": args.channel_oversample, "window_len": cfg.window_len}}
 
     def save(status: str, **extra):
         save_adapter(args.out, model, head, task=args.task, classes=data.classes,

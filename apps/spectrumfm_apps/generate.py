@@ -38,6 +38,9 @@ def add_parser(sub):
                    help="occupancy / channel-anomaly: random scenes to cut (default 600)")
     p.add_argument("--channels", type=int, default=16,
                    help="occupancy / channel-anomaly: channels per scene (default 16)")
+    p.add_argument("--oversample", type=int, default=2,
+                   help="occupancy / channel-anomaly: each window sees its channel and half "
+                        "of each neighbour (2, default) or the channel alone (1)")
     p.add_argument("--classes", help="comma-separated class ids (default: all of the family)")
     p.add_argument("--n-per-class", type=int, help="examples per class (default 1000)")
     p.add_argument("-s", "--samp-rate", type=float,
@@ -131,8 +134,11 @@ def _channel_windows(args) -> int:
     if args.scenes < 1 or args.channels < 1:
         raise InputError(f"--scenes and --channels must be at least 1, got {args.scenes}, "
                          f"{args.channels}")
+    if args.oversample < 1 or args.channels % args.oversample:
+        raise InputError(f"--oversample must be at least 1 and divide --channels "
+                         f"({args.channels}), got {args.oversample}")
     kw = dict(n_scenes=args.scenes, seed=args.seed or 0, n_channels=args.channels,
-              overwrite=args.overwrite, progress=not args.quiet)
+              oversample=args.oversample, overwrite=args.overwrite, progress=not args.quiet)
     if args.family == "occupancy":
         info = occupancy.generate_occupancy(args.out, **kw)
     else:

@@ -76,7 +76,7 @@ def add_parser(sub):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: the "
                                                     "GPU when there is one)")
     # Advanced: the model's queue and batch (a tiny queue shows windows being dropped).
-    p.add_argument("--queue-windows", type=int, default=8192, help=argparse.SUPPRESS)
+    p.add_argument("--queue-windows", type=int, help=argparse.SUPPRESS)
     p.add_argument("--max-batch", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--zmq", nargs="?", const=DEFAULT_ZMQ, metavar="ADDRESS",
                    help=f"publish spectrum, decision and status messages (default address "
@@ -125,6 +125,10 @@ def _check_args(args):
         raise InputError(f"--slot must be a positive number of seconds, got {args.slot:g}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         raise InputError(f"--device {args.device}: expected auto, cpu or cuda[:N]")
+    if args.queue_windows is None:
+        # Live and real-time: a short queue (4 batches) bounds the decision latency when the
+        # model falls behind; --fast waits for the model anyway, a long queue keeps it busy.
+        args.queue_windows = 8192 if not args.realtime else 4 * args.max_batch
     if args.queue_windows < 1 or args.max_batch < 1:
         raise InputError("--queue-windows and --max-batch must be at least 1")
     _resolve_model(args)

@@ -88,7 +88,9 @@ def fuse(p_model, z, fusion: Mapping[str, float] | None) -> np.ndarray:
     a = float(fusion.get("w_model", 1.0))
     b = float(fusion.get("w_energy", 0.0))
     c = float(fusion.get("bias", 0.0))
-    return 1.0 / (1.0 + np.exp(-(a * logit + b * np.asarray(z, np.float64) + c)))
+    # A cell with no energy statistic (no floor estimate yet) counts as no evidence.
+    z = np.nan_to_num(np.asarray(z, np.float64), nan=0.0, posinf=40.0, neginf=-40.0)
+    return 1.0 / (1.0 + np.exp(-(a * logit + b * z + c)))
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,15 @@ class BandAnalyzer:
         self.max_emissions_per_slot = int(max_emissions_per_slot)
         self.grid_tasks = [t for t in GRID_TASKS if t in self.runners]
         self.emission_tasks = [t for t in EMISSION_TASKS if t in self.runners]
-        self.channelizer = Channelizer(self.n_channels, device=device)
+        # The grid adapters' channel view (``input.oversample``: 1 the channel alone, 2 with
+        # half of each neighbour; see the channelizer), the one they were trained on.
+        views = {int((self.runners[t].input or {}).get("oversample") or 1)
+                 for t in self.grid_tasks}
+        if len(views) > 1:
+            raise ValueError(f"the grid adapters were trained on different channel views "
+                             f"(oversample {sorted(views)}); they share one channelisation")
+        self.oversample = views.pop() if views else 1
+        self.channelizer = Channelizer(self.n_channels, device=device, oversample=self.oversample)
         C = self.n_channels
         # Context either side of the windows the channelizer needs (its filter's half length).
         self._margin = -(-(self.channelizer.n_taps // 2 + C) // C) * C
@@ -295,7 +305,7 @@ class BandAnalyzer:
     def _slot(self, s0: int, n: int, t: float) -> list[Job]:
         decisions = self.detector.process(self._ring.read(s0, n), s0)
         jobs = []
-        need = self.windows_per_cell * self.window_len * self.n_channels
+        need = self.windows_per_cell * self.window_len * self.channelizer.decimation
         if self.grid_tasks and n >= need:
             stats = {start: (stat, dof) for start, stat, dof in self.detector.last_grid}
             stat, dof = stats.get(s0, (np.ones(self.n_channels), 1.0))
@@ -315,10 +325,11 @@ class BandAnalyzer:
         """(C * windows_per_cell, N) complex64: channel c's windows are rows c*W .. c*W+W-1,
         the first of the slot after the channelizer's filter has settled."""
         C, N, W, m = self.n_channels, self.window_len, self.windows_per_cell, self._margin
-        need = W * N * C
+        D = self.channelizer.decimation
+        need = W * N * D
         off = m if n >= need + 2 * m else (n - need) // 2 // C * C
-        y = self.channelizer(self._ring.read(s0 + off - m, need + 2 * m))     # (C, W N + 2m/C)
-        y = y[:, m // C:m // C + W * N]                                        # (C, W N)
+        y = self.channelizer(self._ring.read(s0 + off - m, need + 2 * m))     # (C, W N + 2m/D)
+        y = y[:, m // D:m // D + W * N]                                        # (C, W N)
         return np.ascontiguousarray(y.reshape(C * W, N).cpu().numpy())       # (C W, N)
 
     # -- emissions -----------------------------------------------------------------------

@@ -17,6 +17,13 @@ The prototype filter is a Kaiser-windowed sinc with its -6 dB point at the chann
 white noise stays nearly white after decimation (the aliased transition bands fill the
 edges back up) and a noise-only channel looks like noise to the model, not like a filtered
 signal.
+
+``oversample = 2`` widens each channel's view to twice its width (half of each neighbour on
+either side) at twice the rate: the channel proper is the middle half of a window's spectrum
+and its neighbours' halves are the edges. The model's features are normalised per window, so
+they carry no absolute level; a channel seen with its surroundings shows an occupied channel
+as a step in the spectrum against the noise beside it, which a window of the channel alone,
+where a signal filling it looks as white as noise, cannot show.
 """
 
 from __future__ import annotations
@@ -44,16 +51,24 @@ class Channelizer:
         device: where the filtering runs (the model's device).
 
     ``channelizer(x)`` takes complex ``(T,)`` (numpy or torch) and returns complex64
-    ``(C, T // C)``: output sample ``m`` of every channel is centred on input sample
-    ``m C + C / 2`` (the filter's delay is compensated; the stream's ends are zero-padded).
+    ``(C, T // D)`` with ``D = C / oversample`` the decimation: output sample ``m`` of every
+    channel is centred on input sample ``m D + D / 2`` (the filter's delay is compensated; the
+    stream's ends are zero-padded).
     """
 
-    def __init__(self, n_channels: int, taps_per_channel: int = 12, device="cpu"):
+    def __init__(self, n_channels: int, taps_per_channel: int = 12, device="cpu",
+                 oversample: int = 1):
         if n_channels < 1:
             raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+        if oversample < 1 or n_channels % oversample:
+            raise ValueError(f"oversample must be >= 1 and divide n_channels ({n_channels}), "
+                             f"got {oversample}")
         self.n_channels, self.device = int(n_channels), torch.device(device)
+        self.oversample = int(oversample)
         C = self.n_channels
-        h = prototype_taps(C, taps_per_channel) if C > 1 else np.ones(1)
+        # Decimation: C critically sampled, C / oversample with the wider view.
+        self.decimation = D = C // self.oversample
+        h = prototype_taps(D, taps_per_channel) if D > 1 else np.ones(1)
         self.n_taps = len(h)
         # Channel k's filter is the prototype shifted to the channel centre (a band-pass);
         # band-passing then mixing down (in __call__) equals mixing down then low-passing.
@@ -83,22 +98,22 @@ class Channelizer:
         if x.dim() != 1 or not x.is_complex():
             raise ValueError(f"expected a complex (T,) stream, got {tuple(x.shape)} {x.dtype}")
         x = x.to(self.device, torch.complex64)
-        C = self.n_channels
-        T = (x.shape[0] // C) * C
+        C, D = self.n_channels, self.decimation
+        T = (x.shape[0] // D) * D
         if C == 1:
             return x[None, :T].clone()
         half = (self.n_taps - 1) // 2
         xr = torch.view_as_real(x[:T]).T[None]                       # (1, 2, T)
-        # Centre output m on input m C + C/2 (C even) so the windows line up with the
+        # Centre output m on input m D + D/2 (D even) so the windows line up with the
         # samples they cover; pad both ends so the first and last outputs exist.
-        shift = C // 2
+        shift = D // 2
         xr = torch.nn.functional.pad(xr, (half - shift, half + shift))
-        y = torch.nn.functional.conv1d(xr, self._weight, stride=C)   # (1, 2C, M)
-        y = y[0, :, :T // C]                                          # (2C, M)
+        y = torch.nn.functional.conv1d(xr, self._weight, stride=D)   # (1, 2C, M)
+        y = y[0, :, :T // D]                                          # (2C, M)
         band = torch.complex(y[0::2], y[1::2])                        # (C, M) band-passed
         m = torch.arange(band.shape[1], device=self.device, dtype=torch.float64)
-        # Mix down: the band-passed channel at input index m C + C/2 still rotates at its
+        # Mix down: the band-passed channel at input index m D + D/2 still rotates at its
         # centre frequency; remove that rotation.
-        phase = -2 * np.pi * self._centres[:, None] * (m[None, :] * C + shift)
+        phase = -2 * np.pi * self._centres[:, None] * (m[None, :] * D + shift)
         rot = torch.polar(torch.ones_like(phase), phase).to(torch.complex64)
         return band * rot

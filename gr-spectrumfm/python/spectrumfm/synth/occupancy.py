@@ -14,7 +14,9 @@ are split into ``n_channels`` channels and cut into ``window_len``-sample window
 * anything between is left out: it has no right answer.
 
 Emitters transmit steadily (no bursts), so an annotation's span is where the emitter is on.
-Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to a USRP's 20 MS/s), so
+Each window is a channel seen with half of each neighbour (``oversample`` 2, the default;
+see :class:`~spectrumfm.infer.channelizer.Channelizer`), so the noise beside a channel is in
+its window as a reference. Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to a USRP's 20 MS/s), so
 emitters come in every width relative to a channel, as live. Vacant cells are thinned to as
 many as the occupied ones. A cell's ``snr_db`` is its emitter's in-band SNR (the strongest,
 when several qualify); vacant cells carry the SNR of the scene's emitters (their mean), so
@@ -74,19 +76,20 @@ def label_cells(annotations, edges: np.ndarray, span: int, n_cells: int, center_
     return labels, snr
 
 
-def scene_windows(scene, n_channels: int = 16, window_len: int = 128):
+def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample: int = 2):
     """(windows (k, window_len) complex64, labels (k,), snr (k,)) of one scene's cells that
-    have a label, before thinning."""
+    have a label, before thinning. A cell is one window of a channel (its view widened by
+    ``oversample``, see :class:`~spectrumfm.infer.channelizer.Channelizer`)."""
     from spectrumfm.infer.channelizer import Channelizer
     from spectrumfm.synth.scenes import render
 
     iq, ann = render(scene)
-    ch = Channelizer(n_channels)
-    y = ch(iq).numpy()                                            # (C, T // C)
+    ch = Channelizer(n_channels, oversample=oversample)
+    y = ch(iq).numpy()                                            # (C, T // D)
     n_cells = y.shape[1] // window_len
     cells = y[:, :n_cells * window_len].reshape(n_channels, n_cells, window_len)
     edges = ch.channel_edges(scene.samp_rate, scene.center_freq)
-    labels, snr = label_cells(ann, edges, window_len * n_channels, n_cells)
+    labels, snr = label_cells(ann, edges, window_len * ch.decimation, n_cells)
     keep = labels != AMBIGUOUS
     scene_snr = float(np.mean([e.snr_db for e in scene.emitters])) if scene.emitters else np.nan
     snr = np.where(labels == OCCUPIED, snr, scene_snr)
@@ -113,7 +116,8 @@ def _random_scene(rng, seed: int, rates, n_channels: int, window_len: int, cells
 def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels: int = 16,
                        window_len: int = 128, cells: int = 24, snr_range=(-15.0, 10.0),
                        rates=DEFAULT_RATES, max_emitters: int = 4, shard_size: int = 20000,
-                       overwrite: bool = False, progress: bool = True) -> dict:
+                       oversample: int = 2, overwrite: bool = False,
+                       progress: bool = True) -> dict:
     """Write the channel-window dataset of ``n_scenes`` random scenes; returns dataset.json."""
     import h5py
     from tqdm import tqdm
@@ -124,7 +128,7 @@ def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels
     for i in tqdm(range(n_scenes), desc="scenes", disable=not progress, leave=False):
         scene = _random_scene(rng, seed * 1_000_003 + i, rates, n_channels, window_len, cells,
                               snr_range, max_emitters)
-        w, lab, snr = scene_windows(scene, n_channels, window_len)
+        w, lab, snr = scene_windows(scene, n_channels, window_len, oversample)
         occupied = np.flatnonzero(lab == OCCUPIED)
         vacant = np.flatnonzero(lab == VACANT)
         vacant = rng.choice(vacant, min(len(vacant), max(len(occupied), 2)), replace=False)
@@ -157,7 +161,8 @@ def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels
             "n_examples": int(len(iq)), "n_occupied": int((label == OCCUPIED).sum()),
             "recipe": {"n_scenes": n_scenes, "seed": seed, "n_channels": n_channels,
                        "window_len": window_len, "cells": cells, "snr_range": list(snr_range),
-                       "rates": list(rates), "max_emitters": max_emitters},
+                       "rates": list(rates), "max_emitters": max_emitters,
+                       "oversample": oversample},
             "level": "channel windows of scenes with unit noise variance per input sample",
             "shards": shards}
     with open(os.path.join(out_dir, ".dataset.json.tmp"), "w", encoding="utf-8") as f:
@@ -200,11 +205,12 @@ def _jammer(rng, kind: str, fs: float, n: int):
 
 
 def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int = 128,
-                          jammer: str | None = None, jnr_db: float = 0.0):
+                          jammer: str | None = None, jnr_db: float = 0.0, oversample: int = 2):
     """Channel windows of one scene, with a jammer added when ``jammer`` is given.
 
-    Every cell is normal, except those whose channel the jammer's band touches while it is
-    on (at least a quarter of the cell): anomalous. ``jnr_db`` is the jammer's power over the
+    Every cell is normal, except those whose window's view (the channel, widened by half a
+    channel per side when ``oversample`` is 2) the jammer's band touches while it is on (at
+    least a quarter of the cell): anomalous. ``jnr_db`` is the jammer's power over the
     receiver noise of the whole band. Returns (windows, labels 0 normal / 1 anomalous, snr):
     ``snr`` the cell's jammer-to-noise ratio in dB, NaN for normal cells.
     """
@@ -213,17 +219,20 @@ def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int =
 
     iq, _ = render(scene)
     fs = scene.samp_rate
-    C, span = n_channels, window_len * n_channels
+    ch = Channelizer(n_channels, oversample=oversample)
+    C, span = n_channels, window_len * ch.decimation
     n_cells = len(iq) // span
     labels = np.zeros((C, n_cells), np.int64)
     if jammer:
         x, (lo, hi), active = _jammer(rng, jammer, fs, len(iq))
         iq = iq + x * np.float32(10 ** (jnr_db / 20))
-        edges = Channelizer(C).channel_edges(fs, 0.0)
-        touch = (np.minimum(edges[:, 1], hi) - np.maximum(edges[:, 0], lo)) > 0
+        # What a window sees: its channel widened by half a channel per side when oversampled.
+        edges = ch.channel_edges(fs, 0.0)
+        widen = (oversample - 1) / 2 * (edges[0, 1] - edges[0, 0])
+        touch = (np.minimum(edges[:, 1] + widen, hi) - np.maximum(edges[:, 0] - widen, lo)) > 0
         on = active[:n_cells * span].reshape(n_cells, span).mean(axis=1) >= 0.25
         labels[touch[:, None] & on[None, :]] = 1
-    y = Channelizer(C)(iq).numpy()
+    y = ch(iq).numpy()
     cells = y[:, :n_cells * window_len].reshape(C, n_cells, window_len)
     snr = np.where(labels == 1, jnr_db, np.nan).astype(np.float32)
     return cells.reshape(-1, window_len), labels.ravel(), snr.ravel()
@@ -231,7 +240,7 @@ def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int =
 
 def generate_anomaly_windows(out_dir: str, *, n_scenes: int, seed: int = 0,
                              n_channels: int = 16, window_len: int = 128, cells: int = 16,
-                             jnr_range=(-10.0, 10.0), rates=DEFAULT_RATES,
+                             jnr_range=(-10.0, 10.0), rates=DEFAULT_RATES, oversample: int = 2,
                              overwrite: bool = False, progress: bool = True) -> dict:
     """Channel windows of normal scenes (as :func:`generate_occupancy` makes them) and of the
     same kind of scenes with a CW, chirp or pulsed jammer in half of them. Classes
@@ -249,7 +258,8 @@ def generate_anomaly_windows(out_dir: str, *, n_scenes: int, seed: int = 0,
         jammer = JAMMERS[int(rng.integers(len(JAMMERS)))] if rng.random() < 0.5 else None
         w, lab, snr = anomaly_scene_windows(scene, rng, n_channels=n_channels,
                                             window_len=window_len, jammer=jammer,
-                                            jnr_db=float(rng.uniform(*jnr_range)))
+                                            jnr_db=float(rng.uniform(*jnr_range)),
+                                            oversample=oversample)
         parts.append((w, lab, snr))
     iq = np.concatenate([p[0] for p in parts]).astype(np.complex64)
     label = np.concatenate([p[1] for p in parts])
@@ -268,7 +278,8 @@ def generate_anomaly_windows(out_dir: str, *, n_scenes: int, seed: int = 0,
             "n_examples": int(len(iq)), "n_anomalous": int(label.sum()),
             "recipe": {"n_scenes": n_scenes, "seed": seed, "n_channels": n_channels,
                        "window_len": window_len, "cells": cells, "jnr_range": list(jnr_range),
-                       "rates": list(rates), "jammers": list(JAMMERS)},
+                       "rates": list(rates), "jammers": list(JAMMERS),
+                       "oversample": oversample},
             "shards": [{"file": name, "n": int(len(iq)),
                         "sha256": _sha256(os.path.join(out_dir, name))}]}
     with open(os.path.join(out_dir, "dataset.json"), "w", encoding="utf-8") as f:
