@@ -131,19 +131,20 @@ def _check_args(args):
         args.queue_windows = 8192 if not args.realtime else 4 * args.max_batch
     if args.queue_windows < 1 or args.max_batch < 1:
         raise InputError("--queue-windows and --max-batch must be at least 1")
-    _resolve_model(args)
     for name in ("decisions", "stats"):
         path = getattr(args, name)
         if path:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise InputError(f"--{name} {path}: directory {parent} does not exist")
+    live.check_args(args, args.source != "file")
+    # The model last: the other checks are cheap and say what is wrong on their own.
+    _resolve_model(args)
     try:
         from gnuradio.spectrumfm.analysis_chain import parse_tasks
         parse_tasks(args.tasks, args.model)
     except ValueError as exc:
         raise InputError(f"--tasks {args.tasks}: {exc}") from None
-    live.check_args(args, args.source != "file")
 
 
 def _resolve_model(args):
@@ -169,9 +170,11 @@ def _resolve_model(args):
     if args.model == ENERGY_DETECTOR:
         args.tasks = args.tasks or "occupancy,emission"
         return
-    from spectrumfm.infer.device import resolve_device
-
-    resolve_device(args.device)
+    if args.device.startswith("cuda"):
+        # Refused now, before a radio is opened; "auto" says which device it took when the
+        # engine starts.
+        from spectrumfm.infer.device import resolve_device
+        resolve_device(args.device)
     if not args.tasks:
         tasks = model_tasks(args.model)
         if not tasks:
