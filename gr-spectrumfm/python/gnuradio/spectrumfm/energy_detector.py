@@ -10,7 +10,8 @@ from gnuradio import gr
 
 from spectrumfm.detect import EnergyDetector, EnergyDetectorConfig
 
-from .pmtutil import EOS, GAP, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
+from .pmtutil import (EOS, GAP, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt,
+                      to_float)
 
 DETECTOR_TASKS = ("occupancy", "emission")
 STATUS_PERIOD_S = 1.0
@@ -18,15 +19,6 @@ STATUS_PERIOD_S = 1.0
 # 0.8 ms however short its input, and work() usually brings one slot, so batching is what
 # keeps up with 10 MS/s; it delays decisions by at most this (tags and EOS cut it short).
 BATCH_S = 0.01
-
-
-def _to_float(value):
-    """A PMT number as float, or None (tags from other sources are checked, not trusted)."""
-    if pmt.is_uint64(value):
-        return float(pmt.to_uint64(value))
-    if pmt.is_integer(value) or pmt.is_real(value):
-        return float(pmt.to_double(value))
-    return None
 
 
 class energy_detector(gr.sync_block):
@@ -164,11 +156,11 @@ class energy_detector(gr.sync_block):
         value = tag.value
         if pmt.eq(tag.key, RX_TIME):      # (uint64 whole seconds, double fraction), UTC
             if pmt.is_tuple(value) and pmt.length(value) == 2:
-                secs, frac = _to_float(pmt.tuple_ref(value, 0)), _to_float(pmt.tuple_ref(value, 1))
+                secs, frac = to_float(pmt.tuple_ref(value, 0)), to_float(pmt.tuple_ref(value, 1))
                 if secs is not None and frac is not None:
                     det.time_offset = secs + frac - tag.offset / det.samp_rate
             return
-        new = _to_float(value)
+        new = to_float(value)
         if new is None or not np.isfinite(new) or (pmt.eq(tag.key, RX_RATE) and new <= 0):
             return                                 # malformed tag: keep the old setting
         old = det.center_freq if pmt.eq(tag.key, RX_FREQ) else det.samp_rate
@@ -186,7 +178,7 @@ class energy_detector(gr.sync_block):
     def _apply_gap(self, tag):
         self._discard_partial(tag.offset)
         self._post(self.detector.flush())   # boxes end where the signal broke off
-        lost = _to_float(tag.value)         # time keeps counting the samples lost
+        lost = to_float(tag.value)         # time keeps counting the samples lost
         if lost is not None and np.isfinite(lost) and lost > 0:
             self.detector.time_offset += lost / self.detector.samp_rate
 

@@ -10,7 +10,8 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .pmtutil import EOS, GAP, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt
+from .pmtutil import (EOS, GAP, PORT_DECISIONS, PORT_STATUS, RX_FREQ, RX_RATE, RX_TIME, dict_to_pmt,
+                      to_float)
 
 log = logging.getLogger("spectrumfm")
 
@@ -28,15 +29,6 @@ MAX_PENDING_TAGS = 20000
 # Counters summed over the workers of a stream that ended (EOS) and went on.
 _SUMMED = ("windows_in", "windows_analyzed", "windows_dropped", "windows_failed", "jobs_dropped",
            "batches", "errors")
-
-
-def _to_float(value):
-    """A PMT number as float, or None (tags from other sources are checked, not trusted)."""
-    if pmt.is_uint64(value):
-        return float(pmt.to_uint64(value))
-    if pmt.is_integer(value) or pmt.is_real(value):
-        return float(pmt.to_double(value))
-    return None
 
 
 def _finite(value, default=0.0):
@@ -277,12 +269,12 @@ class inference(gr.sync_block):
             an = self.analyzer
             if pmt.eq(tag.key, RX_TIME):   # (uint64 whole seconds, double fraction), UTC
                 if pmt.is_tuple(value) and pmt.length(value) == 2:
-                    secs = _to_float(pmt.tuple_ref(value, 0))
-                    frac = _to_float(pmt.tuple_ref(value, 1))
+                    secs = to_float(pmt.tuple_ref(value, 0))
+                    frac = to_float(pmt.tuple_ref(value, 1))
                     if secs is not None and frac is not None:
                         an.time_offset = secs + frac - tag.offset / self.samp_rate
                 return
-            new = _to_float(value)
+            new = to_float(value)
             if new is None or not np.isfinite(new) or (pmt.eq(tag.key, RX_RATE) and new <= 0):
                 return                     # malformed tag: keep the old setting
             # Sources repeat their settings: the analyzer retunes only on a change (and
@@ -296,7 +288,7 @@ class inference(gr.sync_block):
                 an.retune(samp_rate=new)
 
     def _apply_gap(self, tag):
-        lost = _to_float(tag.value)   # time keeps counting the samples lost
+        lost = to_float(tag.value)   # time keeps counting the samples lost
         lost = int(lost) if lost is not None and np.isfinite(lost) and lost > 0 else 0
         with self._alock:             # open boxes' jobs come with the next process()
             self.analyzer.gap(lost)

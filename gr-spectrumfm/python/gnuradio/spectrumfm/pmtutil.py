@@ -21,6 +21,15 @@ PORT_DECISIONS = pmt.intern("decisions")
 PORT_STATUS = pmt.intern("status")
 
 
+def to_float(value):
+    """A PMT number as float, or None (tags from other sources are checked, not trusted)."""
+    if pmt.is_uint64(value):
+        return float(pmt.to_uint64(value))
+    if pmt.is_integer(value) or pmt.is_real(value):
+        return float(pmt.to_double(value))
+    return None
+
+
 def dict_to_pmt(obj: dict):
     """A decision or status dict as a PMT dict (readable in GRC's Message Debug)."""
     return pmt.to_pmt(obj)

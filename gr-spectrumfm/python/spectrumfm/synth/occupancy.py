@@ -16,8 +16,8 @@ are split into ``n_channels`` channels and cut into ``window_len``-sample window
 Emitters transmit steadily (no bursts), so an annotation's span is where the emitter is on.
 Each window is a channel seen with half of each neighbour (``oversample`` 2, the default;
 see :class:`~spectrumfm.infer.channelizer.Channelizer`), so the noise beside a channel is in
-its window as a reference. Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to a USRP's 20 MS/s), so
-emitters come in every width relative to a channel, as live. Vacant cells are thinned to as
+its window as a reference. Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to
+a USRP's 20 MS/s), so emitters come in every width relative to a channel, as live. Vacant cells are thinned to as
 many as the occupied ones. A cell's ``snr_db`` is its emitter's in-band SNR (the strongest,
 when several qualify); vacant cells carry the SNR of the scene's emitters (their mean), so
 that Pfa can be read per SNR as well. Written as a ``shards:`` dataset with classes
