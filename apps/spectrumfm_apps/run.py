@@ -151,6 +151,10 @@ def _resolve_model(args):
     """Fill in --model and --tasks. The default model is the shipped one when it is
     installed, else the energy detector (with a notice). A model's default tasks are those
     it has adapters for. --device is checked only when a model runs (InputError if bad)."""
+    if args.model == ENERGY_DETECTOR:
+        # The classical chain needs no PyTorch: keep its start-up light (no model lookup).
+        args.tasks = args.tasks or "occupancy,emission"
+        return
     from spectrumfm.infer import bundle
 
     from ._paths import DATA_DIR
