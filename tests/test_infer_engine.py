@@ -407,6 +407,28 @@ def test_022_drops_whole_jobs_when_full_and_never_blocks():
     assert w.stats()["windows_analyzed"] == 4 * len(accepted)
 
 
+def test_022b_a_slow_task_drops_its_own_jobs_not_the_others():
+    """Dropping, each task keeps to its share of the queue (half each here): a task that
+    falls behind (anomaly's seven passes a window) drops its own jobs once its share is full
+    and leaves room for the others. The worker is not started, so nothing leaves the queue."""
+    res = Results()
+    w = InferenceWorker({"slow": IdRunner(), "fast": IdRunner()}, res, device="cpu",
+                        max_batch=8, max_latency_s=0.0, max_queue_windows=32)
+    slow_ok = [w.submit(Job("slow", _windows([k] * 4), context=k)) for k in range(10)]
+    assert sum(slow_ok) == 4                     # 16 windows: its share
+    fast_ok = [w.submit(Job("fast", _windows([k] * 4), context=k)) for k in range(10)]
+    assert sum(fast_ok) == 4                     # the other half is still there
+    assert w.stats()["queue_windows"] == 32 and w.stats()["jobs_dropped"] == 12
+    w.close(timeout=30)
+    assert len(res.items) == 8
+    # Lossless keeps one shared queue: a task may fill all of it (the submitter waits).
+    lossless = InferenceWorker({"slow": IdRunner(), "fast": IdRunner()}, Results(),
+                               device="cpu", max_batch=8, max_latency_s=0.0,
+                               max_queue_windows=32, lossless=True)
+    assert all(lossless.submit(Job("slow", _windows([k] * 4))) for k in range(8))
+    lossless.close(timeout=30)
+
+
 def test_023_lossless_loses_nothing_and_blocks_the_submitter():
     runner, res = IdRunner(delay=0.05), Results()
     w = InferenceWorker({"t": runner}, res, device="cpu", max_batch=4, max_latency_s=0.0,

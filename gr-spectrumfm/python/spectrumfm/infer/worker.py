@@ -177,7 +177,7 @@ class InferenceWorker:
             if self.lossless:
                 while not self._closing and not self._fits(n):
                     self._room.wait()
-            if self._closing or not self._fits(n):
+            if self._closing or not self._fits(n, job.task):
                 c["windows_dropped"] += n
                 c["jobs_dropped"] += 1
                 return False
@@ -187,9 +187,18 @@ class InferenceWorker:
             self._work.notify()
         return True
 
-    def _fits(self, n: int) -> bool:
+    def _fits(self, n: int, task: str | None = None) -> bool:
+        """Room for ``n`` windows. Dropping (not lossless), a task also keeps to its share of
+        the queue (an equal part, at least one batch): a slow task (anomaly's seven passes a
+        window) then drops its own jobs instead of filling the queue for every task."""
         q = self._counts["queue_windows"]
-        return q + n <= self.max_queue_windows or q == 0
+        if not (q + n <= self.max_queue_windows or q == 0):
+            return False
+        if task is None or self.lossless:
+            return True
+        share = max(self.max_batch, self.max_queue_windows // len(self._queues))
+        mine = self._queued[task]
+        return mine + n <= share or mine == 0
 
     def close(self, timeout: float | None = None) -> None:
         """Analyse what is queued, then stop the thread (waiting at most ``timeout`` s)."""
