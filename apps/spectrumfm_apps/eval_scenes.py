@@ -63,7 +63,9 @@ def two_emitter_scene(seed: int, snr_db: float, n_channels: int):
 
 
 def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
-    """(model P(occupied), detector score, published score, label) per labelled cell."""
+    """(model P(occupied), detector z, published score, label) per labelled cell."""
+    import torch
+
     from spectrumfm.infer.band import BandAnalyzer
     from spectrumfm.infer.channelizer import Channelizer
     from spectrumfm.synth.occupancy import AMBIGUOUS, label_cells
@@ -85,7 +87,6 @@ def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
         jobs = band.process(iq, 0) + band.flush()
         decisions = []
         for job in jobs:
-            import torch
             with torch.inference_mode():
                 probs = runner(torch.from_numpy(job.windows).to(bundle.device)).float().cpu()
             decisions += band.decide(job, probs.numpy())

@@ -83,29 +83,28 @@ def print_summary(args, parts, stats, out=None):
         for (lo, hi), (occ, n) in sorted(col.channels.items()):
             bar = "#" * round(20 * occ / n) if n else ""
             print(f"  {_mhz(lo)}-{_mhz(hi)} MHz  {100 * occ / max(n, 1):5.1f} %  {bar}", file=out)
-    if col.emissions:
-        print(f"\nEmissions found: {len(col.emissions)} "
-              f"(start s, duration ms, band MHz, SNR dB, score):", file=out)
-        shown = sorted(col.emissions, key=lambda d: d["sample_start"])[:40]
-        for d in shown:
-            print(f"  {d['sample_start'] / rate:8.3f}  {1e3 * d['sample_count'] / rate:8.1f}  "
-                  f"{_mhz(d['freq_lo'])}-{_mhz(d['freq_hi'])}  "
-                  f"{d.get('snr_db', float('nan')):5.1f}  {d['score']:.2f}", file=out)
-        if len(col.emissions) > len(shown):
-            print(f"  ... and {len(col.emissions) - len(shown)} more", file=out)
-    if col.classified:
-        print(f"\nEmissions classified: {len(col.classified)} "
-              f"(start s, duration ms, band MHz, task: label score):", file=out)
-        shown = sorted(col.classified, key=lambda d: d["sample_start"])[:40]
-        for d in shown:
-            print(f"  {d['sample_start'] / rate:8.3f}  {1e3 * d['sample_count'] / rate:8.1f}  "
-                  f"{_mhz(d['freq_lo'])}-{_mhz(d['freq_hi'])}  {d['task']}: {d['label']} "
-                  f"{d['score']:.2f}", file=out)
-        if len(col.classified) > len(shown):
-            print(f"  ... and {len(col.classified) - len(shown)} more", file=out)
+    _print_boxes(out, rate, col.emissions, "Emissions found",
+                 "start s, duration ms, band MHz, SNR dB, score",
+                 lambda d: f"{d.get('snr_db', float('nan')):5.1f}  {d['score']:.2f}")
+    _print_boxes(out, rate, col.classified, "Emissions classified",
+                 "start s, duration ms, band MHz, task: label score",
+                 lambda d: f"{d['task']}: {d['label']} {d['score']:.2f}")
     for path, what in ((args.decisions, "decisions"), (args.record, "recording"),
                        (args.stats, "statistics")):
         if path:
             print(f"{what}: {path}", file=out)
     if "capture" in parts:
         print(f"captures: {len(parts['capture'].files)} snippets in {args.capture_dir}", file=out)
+
+
+def _print_boxes(out, rate, boxes, title, columns, tail, limit=40):
+    """The first ``limit`` boxes by start: time, duration, band, then ``tail(d)``."""
+    if not boxes:
+        return
+    print(f"\n{title}: {len(boxes)} ({columns}):", file=out)
+    shown = sorted(boxes, key=lambda d: d["sample_start"])[:limit]
+    for d in shown:
+        print(f"  {d['sample_start'] / rate:8.3f}  {1e3 * d['sample_count'] / rate:8.1f}  "
+              f"{_mhz(d['freq_lo'])}-{_mhz(d['freq_hi'])}  {tail(d)}", file=out)
+    if len(boxes) > len(shown):
+        print(f"  ... and {len(boxes) - len(shown)} more", file=out)
