@@ -37,6 +37,9 @@ DEFAULT_ZMQ = "tcp://127.0.0.1:5557"
 SOURCES = ("file", "soapy", "rtl_tcp")
 DETECTOR_FFT = 256
 STOP_TIMEOUT_S = 10.0
+# After a radio fault, how long the samples already produced get to drain through the
+# flowgraph (the source has ended its stream) before the rest is stopped.
+FAULT_DRAIN_S = 3.0
 EXIT_RADIO = 3
 DEFAULT_MODEL = "spectrumfm-tiny"
 ENERGY_DETECTOR = "energy-detector"
@@ -259,7 +262,8 @@ def build(args):
 
 def execute(tb, stop_event: threading.Event, supervisor=None, on_stop=None) -> bool:
     """Run until the stream ends, ``stop_event`` is set (Ctrl-C, SIGTERM) or the
-    supervisor of a live radio reports a fault (``supervisor.tick()``, every 0.1 s).
+    supervisor of a live radio reports a fault (``supervisor.tick()``, every 0.1 s); after a
+    fault the graph first gets ``FAULT_DRAIN_S`` to drain what the source produced.
 
     ``on_stop`` (if given) is called just before ``tb.stop()``: the model's block stops
     waiting for its queue, so the scheduler can stop.
@@ -276,6 +280,10 @@ def execute(tb, stop_event: threading.Event, supervisor=None, on_stop=None) -> b
         if stop_event.wait(0.1) or (supervisor is not None and supervisor.tick()):
             if stop_event.is_set():
                 log.info("stopping: flushing decisions and recordings")
+            elif done.wait(FAULT_DRAIN_S):
+                # A faulted radio source ends its stream: what it produced has drained
+                # through the graph (every sample recorded, every slot decided).
+                break
             if on_stop is not None:
                 on_stop()
             tb.stop()
