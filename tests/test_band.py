@@ -102,6 +102,26 @@ def test_grid_windows_follow_the_adapters_channel_view():
                      n_channels=C)
 
 
+@pytest.mark.parametrize("oversample", [1, 2])
+def test_grid_windows_are_scaled_to_unit_noise_by_the_detected_floor(oversample):
+    """Whatever the receiver's level, a noise-only channel window has unit variance per
+    sample (the level-aware sensing features read the SNR from it); a channel holding a
+    10 dB emitter stands about 10 dB above it."""
+    C = 8
+    view = {"samp_rate": None, "oversample": oversample}
+    for rms in (1e-3, 3.0):
+        an = BandAnalyzer(_runners("occupancy", occupancy={"input": view}), FS, FC,
+                          n_channels=C, windows_per_cell=4)
+        x = _noise(int(0.4 * FS), seed=4, rms=rms)
+        jobs = _feed(an, _tone(x, FS, _centre(2, C), rms * np.sqrt(10.0)))
+        power = np.stack([(np.abs(j.windows) ** 2).mean(axis=1).reshape(C, 4).mean(axis=1)
+                          for j in jobs[2:]]).mean(axis=0)               # floor settled
+        quiet = [k for k in range(C) if abs(k - 2) > 1]
+        assert np.median(power[quiet]) == pytest.approx(1.0, rel=0.15)
+        # A tone of 10x the noise power lands whole in one channel: SNR there 10 * C / view.
+        assert power[2] == pytest.approx(1 + 10 * C / oversample, rel=0.25)
+
+
 def test_decide_one_decision_per_channel_tiling_the_band():
     C = 8
     an = BandAnalyzer(_runners("occupancy", "anomaly"), FS, FC, n_channels=C)

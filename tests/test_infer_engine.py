@@ -238,6 +238,26 @@ def test_012_config_that_does_not_match_the_weights(model_dir, tmp_path):
     assert str(folder) in msg and "does not match its config" in msg and "96" in msg
 
 
+def test_012b_adapter_features_recipe_is_used_and_checked(model_dir, tmp_path):
+    """An adapter trained on level features gets them (its output changes with the level of
+    the windows); an unknown recipe is one line naming the adapter's config."""
+    folder = _copy(model_dir, tmp_path, keep=("sensing",))
+    path = folder / "adapters/sensing/adapter_config.json"
+    cfg = json.loads(path.read_text())
+    iq = torch.randn(4, 128, dtype=torch.complex64)
+    minmax = load_bundle(str(folder), ["occupancy"], "cpu").runner("occupancy")
+    assert torch.allclose(minmax(iq), minmax(10 * iq), atol=1e-5)      # scale-free
+    cfg["input"] = {**cfg.get("input", {}), "features": "amp-phase-level"}
+    path.write_text(json.dumps(cfg))
+    level = load_bundle(str(folder), ["occupancy"], "cpu").runner("occupancy")
+    assert not torch.allclose(level(iq), level(10 * iq), atol=1e-3)
+    cfg["input"]["features"] = "amp-phase-magic"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(InputError) as e:
+        load_bundle(str(folder), ["occupancy"], "cpu")
+    assert _one_line(e).startswith(f"{path}: unknown feature recipe 'amp-phase-magic'")
+
+
 def test_013_task_without_adapter_and_unknown_task(model_dir, tmp_path):
     folder = _copy(model_dir, tmp_path, keep=("sensing", "technology"))
     with pytest.raises(InputError) as e:

@@ -1,5 +1,5 @@
 """Channel-window training data for the occupancy and channel-anomaly adapters
-(spectrumfm.synth.occupancy): labels from annotations, the written datasets, the CLI."""
+(spectrumfm.synth.occupancy): labels by received power, the written datasets, the CLI."""
 
 import json
 import subprocess
@@ -7,7 +7,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from spectrumfm.infer.channelizer import Channelizer
 from spectrumfm.synth import occupancy
 from spectrumfm.synth.scenes import Emitter, Scene
 
@@ -17,36 +16,48 @@ FS, C, N = 1.6e6, 16, 128          # 100 kHz channels
 SPAN = N * C
 
 
-def _ann(lo, hi, start, count, snr=3.0):
-    return {"core:sample_start": start, "core:sample_count": count,
-            "core:freq_lower_edge": lo, "core:freq_upper_edge": hi, "spectrumfm:snr_db": snr}
+def test_label_cells_by_each_emitters_power_in_the_cell():
+    # Two emitters, 3 channels, 2 cells; in-band SNRs 0 dB (linear 1) and 10 dB (linear 10).
+    snr_cells = np.zeros((2, 3, 2))
+    snr_cells[0, 0] = [0.6, 0.4]      # >= half its in-band SNR, then below: left out
+    snr_cells[1, 1] = [6.0, 0.005]    # >= 5 (half of 10): occupied; then 23 dB under: vacant
+    snr_cells[0, 2] = [0.009, 0.02]   # a skirt under -20 dB: vacant; above: left out
+    labels, snr = occupancy.label_cells(snr_cells, [0.0, 10.0])
+    assert labels.tolist() == [[1, -1], [1, 0], [0, -1]]
+    assert snr[0, 0] == 0.0 and snr[1, 0] == 10.0 and np.isnan(snr[[0, 1, 2], [1, 1, 1]]).all()
 
 
-def _edges():
-    return Channelizer(C).channel_edges(FS, 0.0)
+def test_label_cells_of_a_scene_without_emitters_are_all_vacant():
+    labels, snr = occupancy.label_cells(np.zeros((0, 4, 3)), [])
+    assert (labels == 0).all() and np.isnan(snr).all()
 
 
-def test_label_cells_occupied_vacant_and_ambiguous():
-    e = _edges()
-    # Channel 3 exactly, cells 0..9; a narrow emitter (10 % of a channel) inside channel 10
-    # for cells 4..5 only.
-    ann = [_ann(e[3, 0], e[3, 1], 0, 10 * SPAN, snr=-2.0),
-           _ann(e[10, 0] + 40e3, e[10, 0] + 50e3, 4 * SPAN, 2 * SPAN, snr=7.0)]
-    labels, snr = occupancy.label_cells(ann, e, SPAN, 12)
-    assert (labels[3, :10] == 1).all() and (snr[3, :10] == -2.0).all()
-    assert (labels[3, 10:] == 0).all()                      # the emitter has stopped
-    # Neighbours of channel 3 lie within the guard: no right answer, left out.
-    assert (labels[[2, 4], :10] == -1).all()
-    assert (labels[10, 4:6] == 1).all() and (snr[10, 4:6] == 7.0).all()
-    assert (labels[10, :4] == 0).all() and (labels[10, 6:] == 0).all()
-    assert (labels[[0, 1, 6, 7, 8, 13, 14, 15]] == 0).all()
-
-
-def test_label_cells_a_cell_only_half_covered_in_time_is_left_out():
-    e = _edges()
-    ann = [_ann(e[5, 0], e[5, 1], SPAN // 4, SPAN // 8)]    # 1/8 of cell 0
-    labels, _ = occupancy.label_cells(ann, e, SPAN, 2)
-    assert labels[5, 0] == -1 and labels[5, 1] == 0
+def test_scene_labels_follow_the_emitters_received_power():
+    """A rendered scene: channels inside a wide emitter are occupied from when it starts (at
+    about its in-band SNR), a narrow emitter's channel (1/10 of it filled, 10 dB down in the
+    channel) is left out, and channels far from both are vacant."""
+    width = FS / C
+    wide = Emitter("modulation:qpsk", freq_hz=-0.35e6, snr_db=3.0, start_s=4 * SPAN / FS,
+                   params={"sps": 4})                              # about 4.5 channels wide
+    narrow = Emitter("modulation:qpsk", freq_hz=10.5 * width - FS / 2, snr_db=6.0,
+                     params={"sps": 80})                           # 1/10 of channel 10
+    scene = Scene(FS, 0.0, 12 * SPAN / FS, [wide, narrow], seed=3)
+    parts = []
+    from spectrumfm.synth.scenes import render
+    render(scene, parts=parts)
+    assert len(parts) == 2 and all(p.shape == (scene.n_samples,) for p in parts)
+    cells = occupancy.cell_snr(parts, C, N, 12)
+    inside = int(round((-0.35e6 + FS / 2) / width - 0.5))         # the wide emitter's centre
+    # Received power inside the wide emitter is about its in-band SNR (3 dB: 2.0) once on;
+    # the centre of an RRC spectrum lies above the mean density over its annotated band.
+    assert 1.4 < cells[0, inside, 6:].mean() < 4.0
+    assert cells[0, inside, :3].max() < 1e-3                       # before it starts
+    iq, labels, snr = occupancy.scene_labels(scene, C, N)
+    assert (labels[inside, 5:] == 1).all() and (snr[inside, 5:] == 3.0).all()
+    assert (labels[inside, :4] == 0).all()
+    assert (labels[10] == -1).all()                                # narrow: left out
+    assert (labels[[0, 15]] == 0).all()
+    assert len(iq) == scene.n_samples
 
 
 def test_scene_windows_occupied_cells_carry_the_emitter():

@@ -6,9 +6,12 @@ from technologies and modulations of many widths, at a rate of 2.4, 10 or 20 MS/
 analysis runs with cells of ``128 x channels`` samples and as many model windows per cell as
 cover it (one, or two with the sensing adapter's twice-wide channel view), so the model and
 the energy detector decide on the same samples: the model from the channel's windows, the
-detector from the same cell of its own grid. Cells are labelled from the
-scene's annotations as the sensing adapter's training windows are
-(:func:`spectrumfm.synth.occupancy.label_cells`; cells an emitter only grazes are left out).
+detector from the same cell of its own grid. Cells are labelled by the power each emitter
+puts into them, as the sensing adapter's training windows are
+(:func:`spectrumfm.synth.occupancy.label_cells`): occupied where an emitter's SNR in the
+cell is within 3 dB of its in-band SNR, vacant where every emitter is 20 dB below the noise;
+cells between (an emitter's skirt, a narrow emitter in a wide channel) are left out, and
+counted in the output.
 
 For each SNR: Pd at Pfa 0.1 (the ROC point, threshold set on that SNR's vacant cells) of
 the model alone, of the energy detector alone and of the fused score the engine publishes,
@@ -63,15 +66,15 @@ def two_emitter_scene(seed: int, snr_db: float, n_channels: int):
 
 
 def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
-    """(model P(occupied), detector z, published score, label) per labelled cell."""
+    """(model P(occupied), detector z, published score, label) per cell; label -1 (AMBIGUOUS)
+    for the cells left out of the scoring."""
     import torch
 
     from spectrumfm.infer.band import BandAnalyzer
     from spectrumfm.infer.channelizer import Channelizer
-    from spectrumfm.synth.occupancy import AMBIGUOUS, label_cells
-    from spectrumfm.synth.scenes import render
+    from spectrumfm.synth.occupancy import scene_labels
 
-    iq, ann = render(scene)
+    iq, labels, _ = scene_labels(scene, n_channels, 128)
     runner = bundle.runner("occupancy")
     fusion = runner.fusion
     if fusion_off:
@@ -93,15 +96,14 @@ def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
     finally:
         runner.fusion = fusion
     edges = Channelizer(n_channels).channel_edges(scene.samp_rate, 0.0)
-    n_cells = len(iq) // span
-    labels, _ = label_cells(ann, edges, span, n_cells)
+    n_cells = labels.shape[1]
     rows = []
     for d in decisions:
         if d["task"] != "occupancy":
             continue
         k = int(np.argmin(np.abs(edges[:, 0] - d["freq_lo"])))
         c = d["sample_start"] // span
-        if c >= n_cells or labels[k, c] == AMBIGUOUS:
+        if c >= n_cells:
             continue
         # score is P(occupied) whatever the label (DESIGN.md); energy_z ranks as the
         # detector's statistic does (a monotone map of it), so its ROC is the detector's.
@@ -114,7 +116,7 @@ def score_scene(scene, bundle, n_channels: int, fusion_off: bool = False):
 def fit_fusion(rows: np.ndarray) -> dict:
     """Logistic regression of the label on [logit(model), energy z] (Newton, small ridge):
     the weights of :func:`spectrumfm.infer.band.fuse`."""
-    rows = rows[np.isfinite(rows).all(axis=1)]
+    rows = rows[np.isfinite(rows).all(axis=1) & (rows[:, 3] >= 0)]
     X = np.stack([_logit(rows[:, 0]), rows[:, 1], np.ones(len(rows))], axis=1)
     y = rows[:, 3]
     w = np.zeros(3)
@@ -168,13 +170,16 @@ def main(args) -> int:
     for snr in snrs:
         rows = np.concatenate([score_scene(two_emitter_scene(i, snr, C), bundle, C)
                                for i in range(args.scenes)])
+        left_out = int((rows[:, 3] < 0).sum())
+        rows = rows[rows[:, 3] >= 0]
         occ = rows[:, 3] == 1
-        r = {"cells": int(len(rows)), "occupied": int(occ.sum()),
+        r = {"cells": int(len(rows)), "occupied": int(occ.sum()), "left_out": left_out,
              "pd_model": _pd(rows, 0), "pd_energy": _pd(rows, 1), "pd_fused": _pd(rows, 2),
              "published_pd": float((rows[occ, 2] > 0.5).mean()) if occ.any() else math.nan,
              "published_pfa": float((rows[~occ, 2] > 0.5).mean()) if (~occ).any() else math.nan}
         results["per_snr"][f"{snr:g}"] = r
-        print(f"SNR {snr:+5.1f} dB: {r['cells']} cells ({r['occupied']} occupied); Pd at Pfa "
+        print(f"SNR {snr:+5.1f} dB: {r['cells']} cells ({r['occupied']} occupied, {left_out} "
+              f"left out); Pd at Pfa "
               f"{PFA}: model {r['pd_model']:.3f}, energy detector {r['pd_energy']:.3f}, "
               f"fused {r['pd_fused']:.3f}; published decisions Pd {r['published_pd']:.3f} "
               f"Pfa {r['published_pfa']:.3f}")

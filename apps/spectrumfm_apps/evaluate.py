@@ -156,6 +156,7 @@ def _summary(res: dict) -> str:
 
 def main(args) -> int:
     from spectrumfm.data import open_dataset
+    from spectrumfm.features import features_for
     from spectrumfm.tasks import TaskModel, predict
     from spectrumfm.train import resolve_device
     from spectrumfm.train.lora import load_adapter
@@ -194,7 +195,12 @@ def main(args) -> int:
     if len(idx) == 0:
         raise InputError(f"{args.data}: the {args.split} split is empty")
     task_model = TaskModel(model, head, task)
-    probs = predict(task_model, data, idx, batch_size=args.batch, device=device)
+    try:
+        features = features_for((config.get("input") or {}).get("features"))
+    except ValueError as e:
+        raise InputError(f"{args.model}: {e}") from None
+    probs = predict(task_model, data, idx, batch_size=args.batch, device=device,
+                    features=features)
     labels, snr = data.labels[idx], data.snr_db[idx]
     if args.per_frame:
         probs, labels, snr = frame_vote(probs, labels, snr, data.frame_index[idx])

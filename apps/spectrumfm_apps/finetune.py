@@ -78,6 +78,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--bandwidth-fraction", type=float, metavar="F",
                    help="modulation: the share of --input-rate a training signal occupies; the "
                         "engine resamples a detected emission so that its width is this share")
+    p.add_argument("--features", default="amp-phase-minmax",
+                   choices=("amp-phase-minmax", "amp-phase-level"),
+                   help="input features: the paper's per-window min-max (default), or "
+                        "amp-phase-level, amplitude against the noise floor, for windows "
+                        "scaled to unit noise (the occupancy data; the engine scales them by "
+                        "the stream's floor)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -159,7 +165,7 @@ def main(args) -> int:
     from safetensors.torch import load_file
 
     from spectrumfm.data import open_dataset
-    from spectrumfm.features import iq_features
+    from spectrumfm.features import features_for
     from spectrumfm.tasks import POSITIVE, TaskModel, build_head, predict
     from spectrumfm.train import (DistContext, TrainConfig, fit, load_pretrained,
                                   resolve_device, seed_everything)
@@ -210,7 +216,9 @@ def main(args) -> int:
         (None if args.channel_oversample else data.samp_rate)
     base = {"backbone_arch": meta.get("arch"), "data": args.data, "split": split,
             "input": {"samp_rate": rate, "bandwidth_fraction": args.bandwidth_fraction,
-                      "oversample": args.channel_oversample, "window_len": cfg.window_len}}
+                      "oversample": args.channel_oversample, "window_len": cfg.window_len,
+                      "features": args.features}}
+    features = features_for(args.features)
 
     def save(status: str, **extra):
         save_adapter(args.out, model, head, task=args.task, classes=data.classes,
@@ -224,7 +232,7 @@ def main(args) -> int:
 
     def loss_fn(m, batch, generator):
         iq, labels = batch
-        return m.loss(iq_features(iq), labels, generator=generator)
+        return m.loss(features(iq), labels, generator=generator)
 
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                        warmup_steps=args.warmup, patience=args.patience, seed=args.seed,
@@ -242,9 +250,10 @@ def main(args) -> int:
     extra_val = {}
     if args.task == "anomaly":
         raw = predict(task_model, data, val_idx, batch_size=args.batch, device=device,
-                      fn=lambda m, f: m.head.raw_score(m.encoder, f))
+                      fn=lambda m, f: m.head.raw_score(m.encoder, f), features=features)
         extra_val["calibration"] = head.calibrate(raw, data.labels[val_idx] == POSITIVE)
-    probs = predict(task_model, data, val_idx, batch_size=args.batch, device=device)
+    probs = predict(task_model, data, val_idx, batch_size=args.batch, device=device,
+                    features=features)
     val_acc = float((probs.argmax(1) == data.labels[val_idx]).mean())
     save("finished", val={"accuracy": val_acc, **extra_val}, train={
         "epochs": result.epochs_completed, "best_epoch": result.best_epoch,

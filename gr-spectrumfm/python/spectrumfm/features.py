@@ -24,7 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["iq_features", "windows_from_iq", "minmax_normalise", "WINDOW_LEN", "N_FEATURES"]
+__all__ = ["iq_features", "level_features", "features_for", "FEATURE_RECIPES",
+           "windows_from_iq", "minmax_normalise", "WINDOW_LEN", "N_FEATURES"]
 
 # The paper's window: N = 128 symbols (§III-A), the RadioML frame length.
 WINDOW_LEN = 128
@@ -94,6 +95,50 @@ def iq_features(x: Tensor) -> Tensor:
     phase = torch.atan2(q, i)           # (..., N), radians
     feats = torch.stack((amplitude, phase), dim=-1)   # (..., N, 2)
     return minmax_normalise(feats, dim=-2).to(out_dtype)
+
+
+# Amplitude scale of level_features: log1p(|x|) / log(1 + LEVEL_SPAN), so noise (|x| about
+# 0.9) sits near 0.27, 0 dB SNR near 0.36, 20 dB near 1.0 and 40 dB near 1.9: the backbone's
+# [0, 1] amplitude range for the levels a detector has to tell apart, compressed above.
+LEVEL_SPAN = 10.0
+
+
+def level_features(x: Tensor) -> Tensor:
+    """Amplitude against the noise floor and phase: the ``amp-phase-level`` recipe.
+
+    For a task where the level is the point (is there anything above the noise in this
+    channel?), :func:`iq_features`' per-window min–max throws the evidence away: a channel
+    inside a wide emitter looks as white as noise. Here the caller scales the windows to
+    unit noise variance per sample (the engine divides by the stream's noise floor, the
+    occupancy data generator by the true one), and the amplitude is kept on a log scale,
+    ``log1p(|x|) / log(1 + LEVEL_SPAN)``, so it carries the SNR; the phase is min–max
+    normalised per window as in :func:`iq_features`. Same shapes and dtypes as
+    :func:`iq_features`.
+    """
+    i, q = _as_iq_pair(x)
+    out_dtype = i.dtype
+    if out_dtype in _LOW_PRECISION:
+        i, q = i.float(), q.float()
+    amplitude = torch.log1p(torch.hypot(i, q)) / torch.log1p(torch.tensor(LEVEL_SPAN))
+    phase = minmax_normalise(torch.atan2(q, i), dim=-1)
+    return torch.stack((amplitude, phase), dim=-1).to(out_dtype)
+
+
+# Feature recipes by the name a checkpoint or adapter records (``input.features``).
+FEATURE_RECIPES = {"amp-phase-minmax": iq_features, "amp-phase-level": level_features}
+
+
+def features_for(recipe: str | None):
+    """The feature function of ``recipe`` (None: the paper's ``amp-phase-minmax``).
+
+    Raises:
+        ValueError: an unknown recipe (the message lists the known ones).
+    """
+    try:
+        return FEATURE_RECIPES[recipe or "amp-phase-minmax"]
+    except KeyError:
+        raise ValueError(f"unknown feature recipe {recipe!r}; known: "
+                         f"{', '.join(FEATURE_RECIPES)}") from None
 
 
 def windows_from_iq(x: Tensor, window_len: int = WINDOW_LEN, stride: int | None = None) -> Tensor:

@@ -210,23 +210,26 @@ class TaskModel(nn.Module):
 
 @torch.no_grad()
 def predict(task_model: TaskModel, data, indices, *, batch_size: int = 256, device="cpu",
-            fn=None) -> np.ndarray:
+            fn=None, features=None) -> np.ndarray:
     """Run ``task_model`` over the windows ``indices`` of an IQDataset, a batch at a time.
 
     Args:
         fn: ``fn(task_model, feats) -> (B, ...) tensor``; default the class probabilities.
+        features: the feature function (:func:`spectrumfm.features.features_for`); default
+            :func:`~spectrumfm.features.iq_features`.
 
     Returns:
         float32 numpy array, one row per index, in the order of ``indices``.
     """
     from spectrumfm.features import iq_features
 
+    features = features or iq_features
     task_model.eval()
     idx = np.asarray(indices, dtype=np.int64)
     fn = fn or (lambda m, feats: m.probabilities(feats))
     out = []
     for lo in range(0, len(idx), batch_size):
         iq, _, _ = data.batch(idx[lo:lo + batch_size])
-        feats = iq_features(torch.from_numpy(iq).to(device))
+        feats = features(torch.from_numpy(iq).to(device))
         out.append(fn(task_model, feats).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,), np.float32)

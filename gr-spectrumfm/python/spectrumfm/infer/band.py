@@ -5,8 +5,9 @@ One :class:`BandAnalyzer` serves every task of a model bundle on one stream:
 * **occupancy / anomaly** (the grid): the stream is cut into *slots* (``slot_s`` rounded to
   whole blocks of ``window_len x n_channels`` samples); from each slot the
   :class:`~spectrumfm.infer.channelizer.Channelizer` makes the first ``windows_per_cell``
-  windows of every channel, and one job per task carries them (the same array for both
-  tasks: one channelisation and one framing). :meth:`BandAnalyzer.decide` makes one
+  windows of every channel, scaled to unit noise variance by the energy detector's noise
+  floor (so a level-aware adapter sees the SNR), and one job per task carries them (the same
+  array for both tasks: one channelisation and one framing). :meth:`BandAnalyzer.decide` makes one
   decision per channel and slot.
 * **technology / modulation** (emissions): an
   :class:`~spectrumfm.detect.energy.EnergyDetector` runs on the same slots and reports
@@ -323,13 +324,19 @@ class BandAnalyzer:
 
     def _cell_windows(self, s0: int, n: int) -> np.ndarray:
         """(C * windows_per_cell, N) complex64: channel c's windows are rows c*W .. c*W+W-1,
-        the first of the slot after the channelizer's filter has settled."""
+        the first of the slot after the channelizer's filter has settled, scaled to unit
+        noise variance per channel sample by the energy detector's noise floor."""
         C, N, W, m = self.n_channels, self.window_len, self.windows_per_cell, self._margin
         D = self.channelizer.decimation
         need = W * N * D
         off = m if n >= need + 2 * m else (n - need) // 2 // C * C
         y = self.channelizer(self._ring.read(s0 + off - m, need + 2 * m))     # (C, W N + 2m/D)
         y = y[:, m // D:m // D + W * N]                                        # (C, W N)
+        # Unit noise variance per channel sample, by the stream's noise floor (what the
+        # amp-phase-level features expect; per-window min-max features ignore the scale).
+        floor_db = self.detector.noise_floor_db
+        if floor_db is not None and math.isfinite(floor_db):
+            y = y * float(1.0 / math.sqrt(self.channelizer.noise_gain * 10.0 ** (floor_db / 10)))
         return np.ascontiguousarray(y.reshape(C * W, N).cpu().numpy())       # (C W, N)
 
     # -- emissions -----------------------------------------------------------------------

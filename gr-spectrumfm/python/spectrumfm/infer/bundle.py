@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from spectrumfm.errors import InputError
+from spectrumfm.features import features_for
 
 from .device import resolve_device
 
@@ -142,8 +143,11 @@ class TaskRunner:
             self.forward_fn = self.model
 
     def __call__(self, iq: torch.Tensor) -> torch.Tensor:
-        """iq complex ``(B, N)`` on the device -> probabilities ``(B, C)`` float32 there."""
-        from spectrumfm.features import iq_features
+        """iq complex ``(B, N)`` on the device -> probabilities ``(B, C)`` float32 there.
+
+        The adapter's ``input.features`` recipe makes the features (default the paper's
+        per-window min-max; ``amp-phase-level`` wants windows at unit noise variance, as the
+        band analysis gives its grid tasks)."""
 
         if iq.ndim != 2 or iq.shape[-1] != self.window_len:
             raise ValueError(f"{self.name}: expects (B, {self.window_len}) windows, got "
@@ -151,9 +155,9 @@ class TaskRunner:
         autocast = (torch.autocast("cuda", dtype=self._dtype) if self._dtype is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            # Features in float32 whatever autocast does: iq_features computes its
+            # Features in float32 whatever autocast does: the recipes compute their
             # normalisation in float32 for reduced-precision input anyway.
-            feats = iq_features(iq)
+            feats = features_for(self.input.get("features"))(iq)
             return torch.softmax(self.forward_fn(feats).float(), dim=-1)
 
 
@@ -282,6 +286,10 @@ def load_bundle(model: str, tasks=None, device: str = "auto", *,
         inp = {"samp_rate": None, "bandwidth_fraction": None, "window_len": window_len,
                **(config.get("input") or {})}
         fusion = config.get("fusion") if isinstance(config.get("fusion"), dict) else None
+        try:
+            features_for(inp.get("features"))
+        except ValueError as e:
+            raise InputError(f"{adapter_dir / 'adapter_config.json'}: {e}") from None
         runners[task] = TaskRunner(
             task=task, adapter_task=config["task"], classes=classes,
             name=f"{name}/{config['task']}", input=inp, fusion=fusion, config=config,

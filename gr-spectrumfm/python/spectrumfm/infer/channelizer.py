@@ -70,6 +70,10 @@ class Channelizer:
         self.decimation = D = C // self.oversample
         h = prototype_taps(D, taps_per_channel) if D > 1 else np.ones(1)
         self.n_taps = len(h)
+        # Variance of a channel's output sample per unit of input noise variance (white
+        # input): the sum of the squared taps. The stream's noise floor times this is the
+        # noise a channel window carries.
+        self.noise_gain = float(np.sum(h ** 2))
         # Channel k's filter is the prototype shifted to the channel centre (a band-pass);
         # band-passing then mixing down (in __call__) equals mixing down then low-passing.
         # Centres: (k + 1/2) / C - 1/2 cycles per sample.

@@ -4,24 +4,36 @@ The engine decides occupancy per channel and time slot from windows of the chann
 output (:class:`spectrumfm.infer.channelizer.Channelizer`). The sensing adapter is trained on
 windows made the same way: random wideband scenes (:func:`spectrumfm.synth.scenes.render`)
 are split into ``n_channels`` channels and cut into ``window_len``-sample windows, and each
-(channel, window) cell is labelled from the scene's annotations:
+(channel, window) cell is labelled from what each emitter puts into it (its own rendered
+samples, channelised and averaged over the cell: the cell's SNR from that emitter):
 
-* **occupied**: an emitter transmits during at least half the cell's time span and covers at
-  least a quarter of the channel's band, or has at least half of its own band inside it (a
-  narrow emitter);
-* **vacant**: no emitter's band (widened by a guard of 1/8 channel for the OFDM generators'
-  sidelobes) touches the channel while the cell lasts;
-* anything between is left out: it has no right answer.
+* **occupied**: some emitter's SNR in the cell is at least half (-3 dB) its in-band SNR:
+  the channel lies inside the emitter's band while it transmits, so "an emitter at 0 dB"
+  means about 0 dB in the channel too;
+* **vacant**: every emitter's SNR in the cell is below -20 dB (1 % of the noise; sidelobes
+  and filter skirts included);
+* anything between (a channel an emitter only grazes, a narrow emitter filling a small part
+  of a wide channel, a chirp passing through for part of the cell) is left out: a channel
+  detector cannot be asked to find it at the emitter's in-band SNR, nor blamed for seeing it.
 
-Emitters transmit steadily (no bursts), so an annotation's span is where the emitter is on.
-Each window is a channel seen with half of each neighbour (``oversample`` 2, the default;
-see :class:`~spectrumfm.infer.channelizer.Channelizer`), so the noise beside a channel is in
-its window as a reference. Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to
-a USRP's 20 MS/s), so emitters come in every width relative to a channel, as live. Vacant cells are thinned to as
-many as the occupied ones. A cell's ``snr_db`` is its emitter's in-band SNR (the strongest,
-when several qualify); vacant cells carry the SNR of the scene's emitters (their mean), so
-that Pfa can be read per SNR as well. Written as a ``shards:`` dataset with classes
-``["vacant", "occupied"]`` (occupied second, as :data:`spectrumfm.tasks.POSITIVE` wants).
+Labels by received power, not by the annotated box, because boxes overstate occupancy: the
+edge quarter of an RRC-shaped emitter, a LoRa chirp's sweep or a pulsed ADS-B reply fill
+their box only in part.
+
+Emitters transmit steadily (no bursts). Each window is a channel seen with half of each
+neighbour (``oversample`` 2, the default; see
+:class:`~spectrumfm.infer.channelizer.Channelizer`), so the noise beside a channel is in its
+window as a reference, and is **scaled to unit noise variance per channel sample** (the
+engine scales its windows by the stream's noise floor, see
+:class:`spectrumfm.infer.band.BandAnalyzer`), with the floor misjudged by a random
+``floor_error_db`` (normal, standard deviation 0.5 dB by default, one draw per scene) as the
+engine's estimate is. Each scene draws its rate from ``rates`` (an RTL-SDR's 2.4 MS/s to a
+USRP's 20 MS/s), so emitters come in every width relative to a channel, as live. Vacant
+cells are thinned to as many as the occupied ones. A cell's ``snr_db`` is its emitter's
+in-band SNR (the strongest, when several qualify); vacant cells carry the SNR of the scene's
+emitters (their mean), so that Pfa can be read per SNR as well. Written as a ``shards:``
+dataset with classes ``["vacant", "occupied"]`` (occupied second, as
+:data:`spectrumfm.tasks.POSITIVE` wants).
 """
 
 from __future__ import annotations
@@ -34,62 +46,94 @@ import numpy as np
 
 from spectrumfm.synth.dataset import DATASET_FORMAT, _prepare_dir, _sha256, _shard_name
 
-__all__ = ["label_cells", "scene_windows", "generate_occupancy", "OCCUPANCY_CLASSES"]
+__all__ = ["label_cells", "cell_snr", "scene_windows", "generate_occupancy",
+           "OCCUPANCY_CLASSES"]
 
 log = logging.getLogger("spectrumfm")
 OCCUPANCY_CLASSES = ["vacant", "occupied"]
 DEFAULT_RATES = (2.4e6, 10e6, 20e6)
 VACANT, OCCUPIED, AMBIGUOUS = 0, 1, -1
+# An emitter occupies a cell when its SNR there is at least this share of its in-band SNR
+# (-3 dB); a cell is vacant when every emitter's SNR there is below VACANT_SNR (-20 dB).
+OCCUPIED_SHARE = 0.5
+VACANT_SNR = 0.01
 
 
-def label_cells(annotations, edges: np.ndarray, span: int, n_cells: int, center_freq: float = 0.0):
-    """Label every (channel, cell) of a scene.
+def cell_snr(parts, n_channels: int, window_len: int, n_cells: int) -> np.ndarray:
+    """(E, C, n_cells) float64: each emitter's linear SNR in each channel's cells.
 
     Args:
-        annotations: SigMF-style annotations (``core:sample_start`` ... ``spectrumfm:snr_db``).
-        edges: (C, 2) absolute channel edges, Hz.
-        span: samples per cell (``window_len * C`` at the input rate).
-        n_cells: cells per channel.
+        parts: each emitter's own samples (:func:`~spectrumfm.synth.scenes.render`'s
+            ``parts``), at a level where the receiver noise has unit variance per sample.
+        n_channels: channels C; a channel is its band alone (no oversampling).
+        window_len: channel samples per cell (the cell spans ``window_len * C`` samples).
+    """
+    from spectrumfm.infer.channelizer import Channelizer
+
+    ch = Channelizer(n_channels)
+    out = np.zeros((len(parts), n_channels, n_cells))
+    for i, x in enumerate(parts):
+        y = ch(np.asarray(x, np.complex64)).numpy()[:, :n_cells * window_len]
+        power = (np.abs(y) ** 2).reshape(n_channels, n_cells, window_len).mean(axis=-1)
+        out[i] = power / ch.noise_gain
+    return out
+
+
+def label_cells(snr_cells: np.ndarray, snr_db) -> tuple[np.ndarray, np.ndarray]:
+    """Label every (channel, cell) of a scene from its emitters' SNR in each cell.
+
+    Args:
+        snr_cells: (E, C, n_cells) linear SNR of each emitter in each cell (:func:`cell_snr`).
+        snr_db: (E,) each emitter's in-band SNR, dB.
 
     Returns:
-        (labels (C, n_cells) int: 1 occupied, 0 vacant, -1 ambiguous; snr (C, n_cells) float,
-        the qualifying emitter's SNR, NaN elsewhere).
+        (labels (C, n_cells) int: 1 occupied, 0 vacant, -1 left out; snr (C, n_cells)
+        float, the in-band SNR of the strongest emitter occupying the cell, NaN elsewhere).
     """
-    C = len(edges)
-    width = edges[0, 1] - edges[0, 0]
-    labels = np.zeros((C, n_cells), np.int64)
+    snr_cells = np.asarray(snr_cells, np.float64)
+    _, C, n_cells = snr_cells.shape
+    labels = np.full((C, n_cells), AMBIGUOUS, np.int64)
     snr = np.full((C, n_cells), np.nan)
-    t0 = np.arange(n_cells) * span
-    for a in annotations:
-        s, n = a["core:sample_start"], a["core:sample_count"]
-        lo, hi = a["core:freq_lower_edge"], a["core:freq_upper_edge"]
-        t_ov = np.clip(np.minimum(t0 + span, s + n) - np.maximum(t0, s), 0, None) / span  # (cells,)
-        f_ov = np.clip(np.minimum(edges[:, 1], hi) - np.maximum(edges[:, 0], lo), 0, None)  # (C,)
-        guard = width / 8
-        touch = np.minimum(edges[:, 1], hi + guard) - np.maximum(edges[:, 0], lo - guard) > 0
-        strong = (f_ov >= 0.25 * width) | (f_ov >= 0.5 * max(hi - lo, 1e-9))
-        occupied = strong[:, None] & (t_ov[None, :] >= 0.5)
-        touched = touch[:, None] & (t_ov[None, :] > 0)
-        labels[touched & ~occupied & (labels != OCCUPIED)] = AMBIGUOUS
-        labels[occupied] = OCCUPIED
-        snr[occupied] = np.fmax(snr[occupied], a["spectrumfm:snr_db"])
+    if snr_cells.shape[0] == 0:
+        labels[:] = VACANT
+        return labels, snr
+    inband = 10.0 ** (np.asarray(snr_db, np.float64) / 10.0)
+    occupied = snr_cells >= OCCUPIED_SHARE * inband[:, None, None]            # (E, C, n)
+    labels[(snr_cells < VACANT_SNR).all(axis=0)] = VACANT
+    labels[occupied.any(axis=0)] = OCCUPIED
+    snr = np.where(occupied, np.asarray(snr_db, np.float64)[:, None, None], -np.inf).max(axis=0)
+    snr[~occupied.any(axis=0)] = np.nan
     return labels, snr
 
 
-def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample: int = 2):
-    """(windows (k, window_len) complex64, labels (k,), snr (k,)) of one scene's cells that
-    have a label, before thinning. A cell is one window of a channel (its view widened by
-    ``oversample``, see :class:`~spectrumfm.infer.channelizer.Channelizer`)."""
-    from spectrumfm.infer.channelizer import Channelizer
+def scene_labels(scene, n_channels: int = 16, window_len: int = 128):
+    """(samples, labels (C, n_cells), snr (C, n_cells)) of one scene: its rendered samples
+    and every cell's label (:func:`label_cells`)."""
     from spectrumfm.synth.scenes import render
 
-    iq, ann = render(scene)
+    parts: list = []
+    iq, _ = render(scene, parts=parts)
+    n_cells = len(iq) // (window_len * n_channels)
+    labels, snr = label_cells(cell_snr(parts, n_channels, window_len, n_cells),
+                              [e.snr_db for e in scene.emitters])
+    return iq, labels, snr
+
+
+def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample: int = 2,
+                  floor_db: float = 0.0):
+    """(windows (k, window_len) complex64, labels (k,), snr (k,)) of one scene's cells that
+    have a label, before thinning. A cell is one window of a channel (its view widened by
+    ``oversample``, see :class:`~spectrumfm.infer.channelizer.Channelizer`), scaled to unit
+    noise variance per channel sample as if the noise floor were ``floor_db`` (dB over the
+    true one: a misjudged floor)."""
+    from spectrumfm.infer.channelizer import Channelizer
+
+    iq, labels, snr = scene_labels(scene, n_channels, window_len)
     ch = Channelizer(n_channels, oversample=oversample)
     y = ch(iq).numpy()                                            # (C, T // D)
-    n_cells = y.shape[1] // window_len
+    n_cells = labels.shape[1]
     cells = y[:, :n_cells * window_len].reshape(n_channels, n_cells, window_len)
-    edges = ch.channel_edges(scene.samp_rate, scene.center_freq)
-    labels, snr = label_cells(ann, edges, window_len * ch.decimation, n_cells)
+    cells = cells / np.float32(np.sqrt(ch.noise_gain * 10.0 ** (floor_db / 10.0)))
     keep = labels != AMBIGUOUS
     scene_snr = float(np.mean([e.snr_db for e in scene.emitters])) if scene.emitters else np.nan
     snr = np.where(labels == OCCUPIED, snr, scene_snr)
@@ -116,8 +160,8 @@ def _random_scene(rng, seed: int, rates, n_channels: int, window_len: int, cells
 def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels: int = 16,
                        window_len: int = 128, cells: int = 24, snr_range=(-15.0, 10.0),
                        rates=DEFAULT_RATES, max_emitters: int = 4, shard_size: int = 20000,
-                       oversample: int = 2, overwrite: bool = False,
-                       progress: bool = True) -> dict:
+                       oversample: int = 2, floor_error_db: float = 0.5,
+                       overwrite: bool = False, progress: bool = True) -> dict:
     """Write the channel-window dataset of ``n_scenes`` random scenes; returns dataset.json."""
     import h5py
     from tqdm import tqdm
@@ -128,7 +172,8 @@ def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels
     for i in tqdm(range(n_scenes), desc="scenes", disable=not progress, leave=False):
         scene = _random_scene(rng, seed * 1_000_003 + i, rates, n_channels, window_len, cells,
                               snr_range, max_emitters)
-        w, lab, snr = scene_windows(scene, n_channels, window_len, oversample)
+        w, lab, snr = scene_windows(scene, n_channels, window_len, oversample,
+                                    floor_db=float(rng.normal(0.0, floor_error_db)))
         occupied = np.flatnonzero(lab == OCCUPIED)
         vacant = np.flatnonzero(lab == VACANT)
         vacant = rng.choice(vacant, min(len(vacant), max(len(occupied), 2)), replace=False)
@@ -162,8 +207,11 @@ def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels
             "recipe": {"n_scenes": n_scenes, "seed": seed, "n_channels": n_channels,
                        "window_len": window_len, "cells": cells, "snr_range": list(snr_range),
                        "rates": list(rates), "max_emitters": max_emitters,
-                       "oversample": oversample},
-            "level": "channel windows of scenes with unit noise variance per input sample",
+                       "oversample": oversample, "floor_error_db": floor_error_db,
+                       "labels": "by received power (occupied >= -3 dB of the emitter's "
+                                 "in-band SNR, vacant < -20 dB)"},
+            "level": "unit noise variance per channel sample (floor misjudged by "
+                     f"N(0, {floor_error_db} dB) per scene)",
             "shards": shards}
     with open(os.path.join(out_dir, ".dataset.json.tmp"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)

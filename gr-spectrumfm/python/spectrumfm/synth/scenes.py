@@ -179,8 +179,13 @@ def _check_band(e: Emitter, i: int, f: float, bw: float, fs: float) -> None:
                          f"±{fs / 2e6:g} MHz")
 
 
-def render(scene: Scene) -> tuple[np.ndarray, list[dict]]:
-    """The capture's samples (complex64, unit noise variance) and its annotations."""
+def render(scene: Scene, parts: list | None = None) -> tuple[np.ndarray, list[dict]]:
+    """The capture's samples (complex64, unit noise variance) and its annotations.
+
+    ``parts``, when a list, receives each emitter's own contribution to the samples (its
+    signal at its level and frequency, without noise or receiver impairments; complex64,
+    as long as the capture), in emitter order: what labels by received power are made from.
+    """
     from spectrumfm.synth.impairments import Impairments, apply_channel, apply_receiver
     fs, n = float(scene.samp_rate), scene.n_samples
     if not (fs > 0 and n > 0):
@@ -189,6 +194,7 @@ def render(scene: Scene) -> tuple[np.ndarray, list[dict]]:
     x = noise(np.random.default_rng([scene.seed, 0]), n)
     annotations = []
     for i, e in enumerate(scene.emitters):
+        own = np.zeros(n, np.complex64) if parts is not None else None
         spec = resolve_waveform(e.signal, where=f"emitter {i}")
         imp = Impairments.from_dict(e.impairments, where=f"emitter {i} impairments")
         rng = np.random.default_rng([scene.seed, 1 + i])
@@ -200,7 +206,10 @@ def render(scene: Scene) -> tuple[np.ndarray, list[dict]]:
             _check_band(e, i, f, sig.bandwidth, fs)
             y, _ = apply_channel(sig.iq, rng, fs, imp)
             y = y * np.float32(signal_level(e.snr_db, sig.bandwidth, fs))
-            x[start:start + count] += freq_shift(y, f, fs, phase=2 * np.pi * f * start / fs)
+            y = freq_shift(y, f, fs, phase=2 * np.pi * f * start / fs)
+            x[start:start + count] += y
+            if own is not None:
+                own[start:start + count] += y
             on = np.flatnonzero(sig.active) if sig.active is not None else np.arange(count)
             if on.size == 0:
                 continue
@@ -213,6 +222,8 @@ def render(scene: Scene) -> tuple[np.ndarray, list[dict]]:
                 "spectrumfm:snr_db": float(e.snr_db),
                 "spectrumfm:emitter": i,
                 "spectrumfm:bandwidth": float(sig.bandwidth)})
+        if own is not None:
+            parts.append(own)
     x, _ = apply_receiver(x, np.random.default_rng([scene.seed, 0, 1]),
                           Impairments.from_dict(scene.receiver, where="scene receiver"))
     annotations.sort(key=lambda a: (a["core:sample_start"], a["spectrumfm:emitter"]))
