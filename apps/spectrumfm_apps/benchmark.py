@@ -191,6 +191,8 @@ def main(args) -> int:
         model = create_model(args.model)
     except ValueError as e:
         raise InputError(str(e)) from None
+    from .pretrain import _require_spectrumfm
+    _require_spectrumfm(model, args.model, "benchmarked")
     params_total = sum(p.numel() for p in model.parameters())
     encoder = ReferenceEncoder(model.config) if args.baseline else model
     timed = (encoder.parameters() if args.baseline else

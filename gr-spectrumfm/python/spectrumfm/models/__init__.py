@@ -13,7 +13,8 @@ from typing import Callable
 from torch import nn
 
 __all__ = ["register_model", "create_model", "list_models", "SpectrumFM", "SpectrumFMConfig",
-           "LORA_TARGETS", "GRUHead", "LinearHead"]
+           "LORA_TARGETS", "GRUHead", "LinearHead", "LWMSpectro", "LWMSpectroConfig",
+           "ResCNNHead", "Router", "RouterConfig", "LWMSpectroMoE", "supcon_loss"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -55,3 +56,5 @@ def create_model(name: str, **overrides) -> nn.Module:
 # Imported last: the family modules call register_model at import time.
 from .heads import GRUHead, LinearHead  # noqa: E402
 from .spectrumfm import LORA_TARGETS, SpectrumFM, SpectrumFMConfig  # noqa: E402
+from .lwm_spectro import LWMSpectro, LWMSpectroConfig, ResCNNHead, supcon_loss  # noqa: E402
+from .lwm_spectro_moe import LWMSpectroMoE, Router, RouterConfig  # noqa: E402
