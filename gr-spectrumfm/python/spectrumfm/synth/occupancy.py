@@ -59,22 +59,23 @@ OCCUPIED_SHARE = 0.5
 VACANT_SNR = 0.01
 
 
-def cell_snr(parts, n_channels: int, window_len: int, n_cells: int) -> np.ndarray:
+def cell_snr(parts, n_channels: int, cell_len: int, n_cells: int) -> np.ndarray:
     """(E, C, n_cells) float64: each emitter's linear SNR in each channel's cells.
 
     Args:
         parts: each emitter's own samples (:func:`~spectrumfm.synth.scenes.render`'s
             ``parts``), at a level where the receiver noise has unit variance per sample.
-        n_channels: channels C; a channel is its band alone (no oversampling).
-        window_len: channel samples per cell (the cell spans ``window_len * C`` samples).
+        n_channels: channels C; a channel is its band alone (no oversampling), at ``1 / C``
+            of the input rate.
+        cell_len: channel samples per cell (a cell spans ``cell_len * C`` input samples).
     """
     from spectrumfm.infer.channelizer import Channelizer
 
     ch = Channelizer(n_channels)
     out = np.zeros((len(parts), n_channels, n_cells))
     for i, x in enumerate(parts):
-        y = ch(np.asarray(x, np.complex64)).numpy()[:, :n_cells * window_len]
-        power = (np.abs(y) ** 2).reshape(n_channels, n_cells, window_len).mean(axis=-1)
+        y = ch(np.asarray(x, np.complex64)).numpy()[:, :n_cells * cell_len]
+        power = (np.abs(y) ** 2).reshape(n_channels, n_cells, cell_len).mean(axis=-1)
         out[i] = power / ch.noise_gain
     return out
 
@@ -106,15 +107,15 @@ def label_cells(snr_cells: np.ndarray, snr_db) -> tuple[np.ndarray, np.ndarray]:
     return labels, snr
 
 
-def scene_labels(scene, n_channels: int = 16, window_len: int = 128):
+def scene_labels(scene, n_channels: int = 16, cell_len: int = 128):
     """(samples, labels (C, n_cells), snr (C, n_cells)) of one scene: its rendered samples
-    and every cell's label (:func:`label_cells`)."""
+    and the label of every cell of ``cell_len * C`` input samples (:func:`label_cells`)."""
     from spectrumfm.synth.scenes import render
 
     parts: list = []
     iq, _ = render(scene, parts=parts)
-    n_cells = len(iq) // (window_len * n_channels)
-    labels, snr = label_cells(cell_snr(parts, n_channels, window_len, n_cells),
+    n_cells = len(iq) // (cell_len * n_channels)
+    labels, snr = label_cells(cell_snr(parts, n_channels, cell_len, n_cells),
                               [e.snr_db for e in scene.emitters])
     return iq, labels, snr
 
@@ -123,15 +124,19 @@ def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample
                   floor_db: float = 0.0):
     """(windows (k, window_len) complex64, labels (k,), snr (k,)) of one scene's cells that
     have a label, before thinning. A cell is one window of a channel (its view widened by
-    ``oversample``, see :class:`~spectrumfm.infer.channelizer.Channelizer`), scaled to unit
-    noise variance per channel sample as if the noise floor were ``floor_db`` (dB over the
-    true one: a misjudged floor)."""
+    ``oversample``, see :class:`~spectrumfm.infer.channelizer.Channelizer`: it spans
+    ``window_len * C / oversample`` input samples), scaled to unit noise variance per
+    channel sample as if the noise floor were ``floor_db`` (dB over the true one: a
+    misjudged floor)."""
     from spectrumfm.infer.channelizer import Channelizer
 
-    iq, labels, snr = scene_labels(scene, n_channels, window_len)
     ch = Channelizer(n_channels, oversample=oversample)
+    # The label of a window is that of the same input samples: window_len / oversample
+    # samples of the channel proper.
+    iq, labels, snr = scene_labels(scene, n_channels, window_len // oversample)
     y = ch(iq).numpy()                                            # (C, T // D)
-    n_cells = labels.shape[1]
+    n_cells = min(labels.shape[1], y.shape[1] // window_len)
+    labels, snr = labels[:, :n_cells], snr[:, :n_cells]
     cells = y[:, :n_cells * window_len].reshape(n_channels, n_cells, window_len)
     cells = cells / np.float32(np.sqrt(ch.noise_gain * 10.0 ** (floor_db / 10.0)))
     keep = labels != AMBIGUOUS
