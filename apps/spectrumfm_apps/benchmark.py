@@ -1,6 +1,7 @@
 """`spectrumfm benchmark`: inference throughput of a named model size, in windows per second
 (and, with ``--generator FAMILY``, the data generator's examples per second: bench_generate;
-with ``--pipeline``, the inference engine's overhead over a model's runners: bench_pipeline).
+with ``--pipeline``, the inference engine's overhead over a model's runners: bench_pipeline;
+for LWM-Spectro sizes, spectrograms per second, with ``--moe`` of the mixture: bench_lwm).
 
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json
     spectrumfm benchmark --model spectrumfm-paper --batch 16 --device cpu --seconds 20 --json \
@@ -31,9 +32,10 @@ import time
 
 from spectrumfm.errors import InputError
 
-DESCRIPTION = ("Inference throughput of a model size, in windows per second; with --generator, "
-               "the data generator's examples per second; with --pipeline, the inference "
-               "engine's throughput and latency beside the bare model.")
+DESCRIPTION = ("Inference throughput of a model size, in windows per second (spectrograms per "
+               "second for lwm-spectro sizes); with --generator, the data generator's examples "
+               "per second; with --pipeline, the inference engine's throughput and latency "
+               "beside the bare model.")
 DEFAULT_MODEL = "spectrumfm-paper"
 DEFAULT_BATCH = 16
 DEFAULT_SECONDS = 10.0
@@ -61,6 +63,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--baseline", action="store_true",
                    help="time the plain eager reference encoder instead")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    p.add_argument("--moe", action="store_true",
+                   help="LWM-Spectro sizes: time the top-1 mixture of three experts of the "
+                        "size and the paper's router (one expert plus the router run per "
+                        "spectrogram) beside one expert alone")
     gen = p.add_argument_group("data generator (instead of a model)")
     gen.add_argument("--generator", metavar="FAMILY",
                      help="time `spectrumfm generate` per example for FAMILY: modulation, "
@@ -191,8 +197,13 @@ def main(args) -> int:
         model = create_model(args.model)
     except ValueError as e:
         raise InputError(str(e)) from None
-    from .pretrain import _require_spectrumfm
-    _require_spectrumfm(model, args.model, "benchmarked")
+    from spectrumfm.models import LWMSpectro
+    if isinstance(model, LWMSpectro):
+        from .bench_lwm import run
+        return run(args, model, device)
+    if args.moe:
+        raise InputError(f"--moe: only for spectrogram models (lwm-spectro-*), not --model "
+                         f"{args.model}")
     params_total = sum(p.numel() for p in model.parameters())
     encoder = ReferenceEncoder(model.config) if args.baseline else model
     timed = (encoder.parameters() if args.baseline else

@@ -182,6 +182,10 @@ def main(args) -> int:
     digest = backbone_sha256(args.backbone)
     seed_everything(args.seed)
     backbone, meta = load_pretrained(args.backbone, map_location=device)
+    from spectrumfm.models import SpectrumFM
+    if not isinstance(backbone, SpectrumFM):
+        raise InputError(f"--backbone {args.backbone}: a spectrogram model ({meta.get('arch')}); "
+                         "this version fine-tunes SpectrumFM backbones only")
     cfg = backbone.config
     data = open_dataset(args.data, window_len=cfg.window_len, task=args.task, seed=args.seed)
     recorded = meta.get("split") if isinstance(meta.get("split"), dict) else {}

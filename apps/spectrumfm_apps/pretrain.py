@@ -1,10 +1,14 @@
-"""`spectrumfm pretrain`: self-supervised pretraining of a SpectrumFM encoder (paper §II-B).
+"""`spectrumfm pretrain`: self-supervised pretraining of a SpectrumFM encoder (paper §II-B),
+or of an LWM-Spectro spectrogram encoder (its paper's §III, in :mod:`.pretrain_lwm`).
 
     spectrumfm pretrain --model spectrumfm-tiny --data shards:data/gen --epochs 10 --out runs/fm
+    spectrumfm pretrain --model lwm-spectro-tiny --data shards:data/gen --epochs 50 --out runs/s1
+    spectrumfm pretrain --model lwm-spectro-tiny --stage contrastive --init runs/s1 \
+        --data shards:data/gen --epochs 50 --out runs/s2
     torchrun --nproc_per_node 2 .venv/bin/spectrumfm pretrain ...      (DDP, one process a GPU)
 
-Masked reconstruction plus next-slot prediction on unlabelled windows; the labels of the
-data are ignored. The data are split with the same seed, fractions and frame grouping as the
+SpectrumFM: masked reconstruction plus next-slot prediction on unlabelled windows; the labels
+of the data are ignored. The data are split with the same seed, fractions and frame grouping as the
 fine-tuning and evaluation commands use, and pretraining reads only the training share: the
 validation share decides early stopping and the best checkpoint, and the test share is never
 opened, so a later evaluation on it measures windows the backbone has not seen.
@@ -30,30 +34,34 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spectrumfm pretrain", add_help=add_help,
         description="Pretrain a SpectrumFM encoder on unlabelled IQ windows (masked "
-                    "reconstruction + next-slot prediction).")
+                    "reconstruction + next-slot prediction), or an LWM-Spectro encoder on "
+                    "spectrograms (masked spectrogram modelling, then supervised contrastive "
+                    "learning).")
     p.add_argument("--model", required=True, help="registered model, e.g. spectrumfm-tiny, "
-                   "spectrumfm-small, spectrumfm-paper")
+                   "spectrumfm-small, spectrumfm-paper, lwm-spectro-tiny, lwm-spectro-paper")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="rml2016:PATH, rml2018:PATH, shards:DIR or sigmf:PATH")
     p.add_argument("--epochs", type=int, required=True, help="most epochs (early stopping may "
                    "end sooner)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoint")
-    p.add_argument("--batch", type=int, default=256, help="windows per step and process "
-                   "(default %(default)s, the paper's)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate "
-                   "(default %(default)g)")
+    p.add_argument("--batch", type=int, default=256, help="windows (spectrograms) per step "
+                   "and process (default %(default)s, the paper's)")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 1e-3 for "
+                   "SpectrumFM, 5e-4 for LWM-Spectro, their papers')")
     p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay "
                    "(default %(default)g)")
-    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the "
-                   "cosine decay (default %(default)s)")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps before the cosine decay "
+                   "(default: 100 for SpectrumFM; for LWM-Spectro 5 epochs, at most a fifth "
+                   "of the run, and the cosine then ends at 1e-8)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 for "
                    "none (default %(default)g)")
-    p.add_argument("--mask-ratio", type=float, help="chance a sample is masked (default: the "
-                   "model's, 0.15)")
+    p.add_argument("--mask-ratio", type=float, help="SpectrumFM: chance a sample is masked "
+                   "(default: the model's, 0.15); LWM-Spectro: share of patches hidden "
+                   "(default 0.7)")
     p.add_argument("--w-mask", type=float, help="weight of the masked-reconstruction loss "
                    "(default: the model's, 1)")
-    p.add_argument("--w-next", type=float, help="weight of the next-slot loss (default: the "
-                   "model's, 1)")
+    p.add_argument("--w-next", type=float, help="SpectrumFM: weight of the next-slot loss "
+                   "(default: the model's, 1)")
     p.add_argument("--patience", type=int, default=3, help="stop after this many epochs "
                    "without a better validation loss; 0 never stops (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the weights, the "
@@ -70,6 +78,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "(default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    lwm = p.add_argument_group(
+        "LWM-Spectro (spectrogram models)",
+        "Each example of --data becomes one spectrogram from its first samples; examples too "
+        "short for the model's image get the largest hop that fits (stored in the "
+        "checkpoint). The normalisation statistics are computed over the training split "
+        "first and stored in config.json.")
+    lwm.add_argument("--stage", choices=("masked", "contrastive"),
+                     help="masked (default): stage 1, masked spectrogram modelling, 70 %% of "
+                          "patches hidden, MSE on them, labels unused; contrastive: stage 2, "
+                          "supervised contrastive learning on the data's class labels "
+                          "(temperature 0.2) jointly with masked modelling, loss = 1.0 x "
+                          "masked + 0.3 x contrastive, usually from stage 1 with --init")
+    lwm.add_argument("--init", metavar="DIR", help="start from this LWM-Spectro checkpoint "
+                     "(e.g. stage 1's --out): its weights, STFT settings and corpus "
+                     "statistics; a new run, unlike --resume")
+    lwm.add_argument("--w-cont", type=float, help="weight of the contrastive loss in stage 2 "
+                     "(default: the model's, 0.3); --w-mask weighs the masked loss (1.0)")
+    lwm.add_argument("--temperature", type=float, help="contrastive temperature (default: "
+                     "the model's, 0.2)")
+    lwm.add_argument("--hop", type=int, help="STFT hop in samples (default: the model's, 64, "
+                     "lowered to fit short examples); not with --init")
     return p
 
 
@@ -97,6 +126,12 @@ class WindowBatches:
         return torch.from_numpy(self.dataset.batch(self.indices[rows])[0])
 
 
+# SpectrumFM's defaults for the options whose LWM-Spectro defaults differ.
+SPECTRUMFM_LR = 1e-3
+SPECTRUMFM_WARMUP = 100
+_SPECTROGRAM_ONLY = ("stage", "init", "w_cont", "temperature", "hop")
+
+
 def pretrain_loss(model, iq, generator=None):
     """The objective on a batch of complex windows (B, N): features computed on the batch's
     device, then both pretraining losses."""
@@ -109,7 +144,8 @@ def _check_args(args) -> None:
     bad = [f"{k} must be >= 1 (got {v})" for k, v in positive.items() if v < 1]
     if args.lr <= 0:
         bad.append(f"--lr must be > 0 (got {args.lr:g})")
-    if min(args.weight_decay, args.warmup, args.grad_clip, args.patience, args.num_workers) < 0:
+    if min(args.weight_decay, args.warmup or 0, args.grad_clip, args.patience,
+           args.num_workers) < 0:
         bad.append("--weight-decay, --warmup, --grad-clip, --patience and --num-workers "
                    "must not be negative")
     if args.max_windows is not None and args.max_windows < 2:
@@ -137,9 +173,25 @@ def _build_model(args):
     return model
 
 
+def is_spectrogram_model(name: str) -> bool:
+    """Whether the registered model ``name`` reads spectrograms (an LWM-Spectro size).
+
+    Built on the meta device with the random state put back afterwards, so asking neither
+    allocates weights nor changes the initial weights a seed gives."""
+    import torch
+
+    from spectrumfm.models import LWMSpectro, create_model
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        try:
+            model = create_model(name)
+        except ValueError as exc:
+            raise InputError(f"--model {name}: {exc}") from None
+    return isinstance(model, LWMSpectro)
+
+
 def _require_spectrumfm(model, name: str, what: str) -> None:
-    """One line for a registered model this command cannot drive yet (LWM-Spectro's
-    spectrogram models have their modules, not yet their training commands)."""
+    """One line for a registered model a command cannot drive yet (LWM-Spectro's
+    spectrogram models, for the commands that do not take them)."""
     from spectrumfm.models import SpectrumFM, list_models
     if not isinstance(model, SpectrumFM):
         iq = ", ".join(n for n in list_models() if n.startswith("spectrumfm-"))
@@ -166,6 +218,16 @@ def main(args) -> int:
     from spectrumfm.train import (TrainConfig, fit, init_distributed, save_pretrained,
                                   seed_everything)
 
+    if is_spectrogram_model(args.model):
+        from spectrumfm_apps.pretrain_lwm import run   # absolute: torchrun runs this file
+        return run(args)
+    given = [f"--{k.replace('_', '-')}" for k in _SPECTROGRAM_ONLY
+             if getattr(args, k, None) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)}: only for spectrogram models (lwm-spectro-*), "
+                         f"not --model {args.model}")
+    args.lr = SPECTRUMFM_LR if args.lr is None else args.lr
+    args.warmup = SPECTRUMFM_WARMUP if args.warmup is None else args.warmup
     # Everything a user can get wrong is checked before joining the process group, so under
     # torchrun every rank fails the same way at once instead of leaving the others waiting.
     _check_args(args)

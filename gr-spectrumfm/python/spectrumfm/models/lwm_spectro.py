@@ -31,11 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..spectrogram import WINDOWS, spectrogram_image
+from ..spectrogram import WINDOWS, samples_for_frames, spectrogram_image
 from . import register_model
 from .patch_transformer import LORA_TARGETS, PatchEncoder, patchify
 
-__all__ = ["LWMSpectroConfig", "LWMSpectro", "ResCNNHead", "supcon_loss", "LORA_TARGETS"]
+__all__ = ["LWMSpectroConfig", "LWMSpectro", "ResCNNHead", "supcon_loss", "LORA_TARGETS",
+           "FEATURE_RECIPE"]
+
+# The name of the input recipe in a checkpoint's config.json: STFT power in dB, normalised
+# by corpus statistics (spectrumfm.spectrogram.spectrogram_image). It differs from
+# SpectrumFM's amp-phase-minmax, so neither model's loader accepts the other's weights.
+FEATURE_RECIPE = "stft-db-corpus"
 
 
 class _DictConfig:
@@ -122,6 +128,12 @@ class LWMSpectroConfig(_DictConfig):
             raise ValueError("bad LWM-Spectro config: " + "; ".join(problems))
 
     @property
+    def input_len(self) -> int:
+        """IQ samples per image, ``samples_for_frames(n_frames, win_length, hop)``: 8256 for
+        the defaults."""
+        return samples_for_frames(self.n_frames, self.win_length, self.hop)
+
+    @property
     def grid(self) -> tuple[int, int]:
         """Patches along time and frequency, (T / P, K / P)."""
         return self.n_frames // self.patch_size, self.n_fft // self.patch_size
@@ -175,6 +187,18 @@ def supcon_loss(embeddings: Tensor, labels: Tensor, temperature: float = 0.2) ->
 
 class LWMSpectro(nn.Module):
     """The LWM-Spectro encoder with its masked-modelling decoder and contrastive projection."""
+
+    feature_recipe = FEATURE_RECIPE
+
+    @staticmethod
+    def checkpoint_features(config: dict) -> dict:
+        """The ``features`` entry of a checkpoint's config.json (see
+        :func:`spectrumfm.train.save_pretrained`): the recipe, the IQ samples a caller must
+        feed per image and the image it becomes; the STFT fields and corpus statistics
+        themselves are in ``model_config``."""
+        c = LWMSpectroConfig.from_dict(config)
+        return {"recipe": FEATURE_RECIPE, "window_len": c.input_len,
+                "image": [c.n_frames, c.n_fft]}
 
     def __init__(self, config: LWMSpectroConfig | None = None):
         super().__init__()

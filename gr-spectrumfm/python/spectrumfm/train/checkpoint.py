@@ -4,7 +4,9 @@ A shipped model is a folder that rebuilds itself:
 
 * ``model.safetensors``: the state dict, nothing but named tensors (loading it runs no code);
 * ``config.json``: ``arch`` (the registry name for :func:`spectrumfm.models.create_model`),
-  ``model_config``, ``features`` (the input recipe and window length a caller must feed),
+  ``model_config``, ``features`` (the input recipe and window length a caller must feed;
+  a model class with its own input says so through a ``feature_recipe`` attribute and a
+  ``checkpoint_features(config)`` method, as LWM-Spectro's spectrograms do),
   ``code_version``, ``command`` (the exact command line that trained it), ``created`` (UTC),
   plus whatever the trainer adds (data spec, class names, metrics);
 * ``README.md``: a short model card for people, generated from the same facts.
@@ -90,11 +92,14 @@ def save_pretrained(out_dir, model: nn.Module, *, arch: str, config: dict | None
         raise ValueError(f"extra keys {clash} would overwrite checkpoint fields")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    describe = getattr(model, "checkpoint_features", None)
+    features = (describe(config) if describe is not None else
+                {"recipe": FEATURE_RECIPE, "window_len": config.get("window_len"),
+                 "in_features": config.get("in_features")})
     meta = {
         "arch": arch,
         "model_config": config,
-        "features": {"recipe": FEATURE_RECIPE, "window_len": config.get("window_len"),
-                     "in_features": config.get("in_features")},
+        "features": features,
         "code_version": __version__,
         "command": shlex.join(sys.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -112,9 +117,16 @@ def save_pretrained(out_dir, model: nn.Module, *, arch: str, config: dict | None
 
 def _model_card(meta: dict, n_params: int) -> str:
     skip = {"model_config", "command"}
+    features = meta["features"]
+    if features["recipe"] == FEATURE_RECIPE:
+        how = f"the `{FEATURE_RECIPE}` features (spectrumfm.features.iq_features)"
+    else:
+        how = f"the `{features['recipe']}` features"
+        if features.get("image"):
+            how += f", as {' x '.join(map(str, features['image']))} images"
     lines = [f"# {meta['arch']}", "",
-             f"{n_params:,} parameters; input: {meta['features']['window_len']}-sample complex "
-             f"windows through the `{FEATURE_RECIPE}` features (spectrumfm.features.iq_features).",
+             f"{n_params:,} parameters; input: {features['window_len']}-sample complex "
+             f"windows through {how}.",
              "", "Load with `spectrumfm.train.load_pretrained(this_folder)`.", "",
              "Trained by:", "", "    " + meta["command"], ""]
     lines += [f"- {k}: {json.dumps(v, default=str)}" for k, v in meta.items() if k not in skip]
@@ -238,14 +250,15 @@ def load_pretrained(path, *, map_location="cpu") -> tuple[nn.Module, dict]:
     if not folder.is_dir():
         raise InputError(f"{folder}: no such checkpoint folder")
     meta = _read_config(folder / CONFIG_FILE)
-    recipe = (meta.get("features") or {}).get("recipe", FEATURE_RECIPE)
-    if recipe != FEATURE_RECIPE:   # its outputs would be meaningless on our features
-        raise InputError(f"{folder / CONFIG_FILE}: trained on {recipe!r} features; this code "
-                         f"computes {FEATURE_RECIPE!r}")
     try:
         model = create_model(meta["arch"], **meta["model_config"])
     except (ValueError, TypeError) as exc:
         raise InputError(f"{folder / CONFIG_FILE}: {exc}") from None
+    computes = getattr(model, "feature_recipe", FEATURE_RECIPE)
+    recipe = (meta.get("features") or {}).get("recipe", computes)
+    if recipe != computes:   # its outputs would be meaningless on our features
+        raise InputError(f"{folder / CONFIG_FILE}: trained on {recipe!r} features; this code "
+                         f"computes {computes!r}")
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(f"{weights}: missing")
