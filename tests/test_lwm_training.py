@@ -196,14 +196,17 @@ def test_005_bad_input_is_one_line(shards, stage1, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_005b_finetune_refuses_a_spectrogram_backbone(shards, stage1, tmp_path):
-    """LoRA fine-tuning is SpectrumFM's only, in this version: one line, exit 2."""
+def test_005b_finetune_refuses_spectrumfm_only_options_for_a_spectrogram_backbone(
+        shards, stage1, tmp_path):
+    """LWM-Spectro fine-tunes on its own spectrograms (tests/test_lwm_finetune.py); the
+    SpectrumFM feature option is one line, exit 2."""
     res = run_cli("finetune", "--task", "modulation", "--backbone", stage1[0], "--data", shards,
-                  "--epochs", 1, "--out", tmp_path / "ft")
+                  "--epochs", 1, "--out", tmp_path / "ft", "--features", "amp-phase-level")
     assert res.returncode == 2
-    assert res.stderr.strip() == (f"spectrumfm: error: --backbone {stage1[0]}: a spectrogram "
-                                  "model (lwm-spectro-tiny); this version fine-tunes SpectrumFM "
-                                  "backbones only")
+    assert res.stderr.strip() == ("spectrumfm: error: --features amp-phase-level: an "
+                                  "LWM-Spectro backbone reads the spectrograms it was "
+                                  "pretrained on; leave --features out")
+    assert not (tmp_path / "ft").exists()
 
 
 def test_006_benchmark_counts_spectrograms(tmp_path):

@@ -3,7 +3,9 @@
     spectrumfm evaluate --model runs/sensing --data rml2018:GOLD.hdf5 --json
 
 Loads the adapter onto its backbone (refused if the backbone's weights changed), merges
-the LoRA update for inference and runs every window of the chosen split: by default the
+the LoRA update for inference (an LWM-Spectro adapter of any ``--mode``: see
+``spectrumfm.train.lwm_finetune``; its examples become spectrograms with the backbone's own
+features) and runs every window of the chosen split: by default the
 test split that ``finetune`` held out, re-derived from the seed and fractions saved with
 the adapter. Prints accuracy, macro F1, per-class precision / recall / F1 and accuracy per
 SNR; for sensing also the ROC AUC and the detection probability at a false-alarm rate of
@@ -154,12 +156,44 @@ def _summary(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+def _load(args, device):
+    """``(TaskModel, dataset, feature function, adapter config, split opener)`` of the
+    adapter in ``args.model`` on ``args.data``; the opener (None: windows) reads the spec
+    as pretraining did, for :func:`task_split`."""
     from spectrumfm.data import open_dataset
     from spectrumfm.features import features_for
-    from spectrumfm.tasks import TaskModel, predict
+    from spectrumfm.tasks import TaskModel
+    from spectrumfm.train.adapter_files import read_adapter_config
+    from spectrumfm.train.lwm_finetune import (is_spectrogram_adapter, load_lwm_adapter,
+                                               open_task_examples, source_opener)
+
+    split = None
+    if is_spectrogram_adapter(read_adapter_config(args.model)):
+        model, head, config = load_lwm_adapter(args.model, map_location=device,
+                                               backbone_dir=args.backbone)
+        split = config.get("split") or {"seed": 0, "fractions": list(DEFAULT_FRACTIONS)}
+        data = open_task_examples(args.data, model.config, config["task"], seed=split["seed"])
+        features, opener = model.features, source_opener(args.data, model.config)
+    else:
+        from spectrumfm.train.lora import load_adapter
+
+        model, head, config = load_adapter(args.model, map_location=device, merged=True,
+                                           backbone_dir=args.backbone)
+        split = config.get("split") or {"seed": 0, "fractions": list(DEFAULT_FRACTIONS)}
+        data = open_dataset(args.data, window_len=model.config.window_len, task=config["task"],
+                            seed=split["seed"])
+        try:
+            features = features_for((config.get("input") or {}).get("features"))
+        except ValueError as e:
+            raise InputError(f"{args.model}: {e}") from None
+        opener = None
+    return TaskModel(model, head, config["task"]), data, features, {**config, "split": split}, \
+        opener
+
+
+def main(args) -> int:
+    from spectrumfm.tasks import predict
     from spectrumfm.train import resolve_device
-    from spectrumfm.train.lora import load_adapter
 
     if args.scenes is not None:
         import os
@@ -175,30 +209,22 @@ def main(args) -> int:
     if args.batch < 1 or not 0 <= args.pfa <= 1:
         raise InputError("--batch must be >= 1 and --pfa within [0, 1]")
     device = resolve_device(args.device)
-    model, head, config = load_adapter(args.model, map_location=device, merged=True,
-                                       backbone_dir=args.backbone)
-    task, classes = config["task"], config["classes"]
+    task_model, data, features, config, opener = _load(args, device)
+    task, classes, split = config["task"], config["classes"], config["split"]
     if config.get("status", "finished") != "finished":
         print(f"spectrumfm: warning: {args.model}: {config['status']}", file=sys.stderr)
-    split = config.get("split") or {"seed": 0, "fractions": list(DEFAULT_FRACTIONS)}
-    data = open_dataset(args.data, window_len=model.config.window_len, task=task,
-                        seed=split["seed"])
     if data.classes != classes:
         raise InputError(f"{args.data}: classes {data.classes} differ from the {classes} the "
                          f"adapter in {args.model} was trained on")
     if args.split == "all":
         idx = np.arange(len(data))
     else:
-        parts = task_split(args.data, data, window_len=model.config.window_len,
+        window_len = getattr(task_model.encoder.config, "window_len", None)
+        parts = task_split(args.data, data, window_len=window_len, open_source=opener,
                            fractions=split["fractions"], seed=split["seed"])
         idx = parts[2 if args.split == "test" else 1]
     if len(idx) == 0:
         raise InputError(f"{args.data}: the {args.split} split is empty")
-    task_model = TaskModel(model, head, task)
-    try:
-        features = features_for((config.get("input") or {}).get("features"))
-    except ValueError as e:
-        raise InputError(f"{args.model}: {e}") from None
     probs = predict(task_model, data, idx, batch_size=args.batch, device=device,
                     features=features)
     labels, snr = data.labels[idx], data.snr_db[idx]

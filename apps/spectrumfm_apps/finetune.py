@@ -3,6 +3,11 @@
     spectrumfm finetune --task sensing --backbone runs/pretrain --data rml2018:GOLD.hdf5 \
         --epochs 5 --out runs/sensing
 
+An LWM-Spectro backbone (``lwm-spectro-*``) is fine-tuned by :mod:`.finetune_lwm` with
+``--mode probe``, ``lora`` (its default) or ``full``, and its paper's residual CNN head; the
+adapter folder has the same files and config layout. SpectrumFM backbones fine-tune with
+LoRA only.
+
 Trains LoRA matrices on the backbone's encoder and a task head, the backbone frozen, with
 the shared training engine (AdamW, warm-up + cosine, early stopping on the validation
 split, a stop on a non-finite loss). The train / validation / test split is the one the
@@ -28,12 +33,15 @@ import numpy as np
 
 from spectrumfm.errors import InputError
 
-DESCRIPTION = "Adapt a pretrained SpectrumFM backbone to one task with LoRA (paper §II-C)."
+DESCRIPTION = ("Adapt a pretrained backbone to one task: SpectrumFM with LoRA (paper §II-C), "
+               "LWM-Spectro with a frozen encoder, LoRA or full fine-tuning (§III-F).")
 
 TASK_CHOICES = ("modulation", "technology", "sensing", "anomaly")
 # The split of a backbone that records none (pretrain records its own): split_indices'
 # default, the one `spectrumfm pretrain` uses.
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+MODES = ("probe", "lora", "full")
+SPECTRUMFM_LR = 1e-3   # paper §II-C
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -47,16 +55,24 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--epochs", type=int, default=10,
                    help="most epochs; early stopping may end sooner (default %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the adapter")
+    p.add_argument("--mode", choices=MODES,
+                   help="what trains: probe (the head on a frozen encoder), lora (LoRA matrices "
+                        "and the head) or full (encoder and head); default lora. SpectrumFM: "
+                        "lora only")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank a (default %(default)s)")
     p.add_argument("--alpha", type=float, default=16.0,
                    help="LoRA alpha; updates are scaled by alpha/rank (default %(default)s)")
     p.add_argument("--targets", default="all",
                    help="LoRA targets: 'all' (every linear and pointwise conv of the encoder "
-                        "blocks), 'attention', or a comma list of names (default %(default)s)")
-    p.add_argument("--head", choices=("gru", "linear"), default="gru",
-                   help="classification head (default %(default)s; anomaly has its own)")
+                        "blocks; LWM-Spectro's six block linears), 'attention', or a comma "
+                        "list of names (default %(default)s)")
+    p.add_argument("--head", choices=("gru", "linear", "rescnn"),
+                   help="classification head (default: gru for SpectrumFM, rescnn, the "
+                        "residual 1D CNN of §III-F, for LWM-Spectro; anomaly has its own)")
     p.add_argument("--batch", type=int, default=256, help="windows per batch (paper: 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper: 1e-3)")
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate (default 1e-3, the SpectrumFM paper's; 1e-4 for "
+                        "--mode full, the reduced rate LWM-Spectro's paper fine-tunes with)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps (default %(default)s)")
     p.add_argument("--patience", type=int, default=3,
                    help="epochs without a better validation loss before stopping; 0: never")
@@ -78,9 +94,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--bandwidth-fraction", type=float, metavar="F",
                    help="modulation: the share of --input-rate a training signal occupies; the "
                         "engine resamples a detected emission so that its width is this share")
-    p.add_argument("--features", default="amp-phase-minmax",
-                   choices=("amp-phase-minmax", "amp-phase-level"),
-                   help="input features: the paper's per-window min-max (default), or "
+    p.add_argument("--features", choices=("amp-phase-minmax", "amp-phase-level"),
+                   help="SpectrumFM input features: the paper's per-window min-max (default), or "
                         "amp-phase-level, amplitude against the noise floor, for windows "
                         "scaled to unit noise (the occupancy data; the engine scales them by "
                         "the stream's floor)")
@@ -90,7 +105,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def add_parser(sub):
-    p = sub.add_parser("finetune", help="LoRA fine-tune a pretrained backbone for one task",
+    p = sub.add_parser("finetune", help="fine-tune a pretrained backbone for one task",
                        description=DESCRIPTION)
     get_args_parser(p)
     p.set_defaults(func=main)
@@ -118,7 +133,7 @@ def _check(args) -> None:
     for name in ("epochs", "batch", "rank"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not args.lr > 0 or not args.alpha > 0:
+    if (args.lr is not None and not args.lr > 0) or not args.alpha > 0:
         raise InputError("--lr and --alpha must be positive")
     if args.patience < 0 or args.warmup < 0 or args.workers < 0:
         raise InputError("--patience, --warmup and --workers must not be negative")
@@ -135,9 +150,12 @@ def _check(args) -> None:
                          f"{args.bandwidth_fraction}")
 
 
-def task_split(spec: str, data, *, window_len: int, fractions, seed: int):
+def task_split(spec: str, data, *, window_len: int, fractions, seed: int, open_source=None):
     """(train, val, test) indices of ``data`` (opened with ``task=``) under the split that
     ``spectrumfm pretrain`` made of the same spec.
+
+    ``open_source()`` opens the spec as pretraining read it (default: windows of
+    ``window_len``; LWM-Spectro's one example per image, see ``lwm_finetune.source_opener``).
 
     Pretraining splits the source windows by their own labels; a task's relabelling
     (sensing's vacant / occupied, anomaly's normal / anomalous) would stratify differently
@@ -147,7 +165,8 @@ def task_split(spec: str, data, *, window_len: int, fractions, seed: int):
     """
     from spectrumfm.data import open_dataset, split_indices
 
-    with open_dataset(spec, window_len=window_len) as source:
+    opener = open_source or (lambda: open_dataset(spec, window_len=window_len))
+    with opener() as source:
         n = len(source)
         parts = split_indices(source.labels, source.snr_db, fractions, seed=seed,
                               groups=source.frame_index)
@@ -160,12 +179,32 @@ def task_split(spec: str, data, *, window_len: int, fractions, seed: int):
     return parts
 
 
+def subsample(train_idx, val_idx, max_windows, seed: int):
+    """``--max-windows``: a random share of the training indices, validation cut to match."""
+    if max_windows is None or max_windows >= len(train_idx):
+        return train_idx, val_idx
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(max_windows * len(val_idx) / max(1, len(train_idx))))
+    train_idx = np.sort(rng.choice(train_idx, max_windows, replace=False))
+    val_idx = np.sort(rng.choice(val_idx, min(n_val, len(val_idx)), replace=False))
+    return train_idx, val_idx
+
+
+def backbone_split(meta: dict, args) -> dict:
+    """The split to use: the backbone's recorded one unless --split-seed overrides its seed."""
+    recorded = meta.get("split") if isinstance(meta.get("split"), dict) else {}
+    return {"fractions": list(recorded.get("fractions", DEFAULT_FRACTIONS)),
+            "seed": args.split_seed if args.split_seed is not None else
+            int(recorded.get("seed", args.seed))}
+
+
 def main(args) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from spectrumfm.data import open_dataset
     from spectrumfm.features import features_for
+    from spectrumfm.models import LWMSpectro, SpectrumFM
     from spectrumfm.tasks import POSITIVE, TaskModel, build_head, predict
     from spectrumfm.train import (DistContext, TrainConfig, fit, load_pretrained,
                                   resolve_device, seed_everything)
@@ -174,30 +213,31 @@ def main(args) -> int:
                                        resolve_targets, save_adapter, trainable_share)
 
     _check(args)
-    try:
-        targets = resolve_targets(args.targets)
-    except ValueError as e:
-        raise InputError(f"--targets {args.targets}: {e}") from None
     device = resolve_device(args.device)
     digest = backbone_sha256(args.backbone)
     seed_everything(args.seed)
     backbone, meta = load_pretrained(args.backbone, map_location=device)
-    from spectrumfm.models import SpectrumFM
+    if isinstance(backbone, LWMSpectro):
+        from .finetune_lwm import run
+        return run(args, backbone, meta, digest, device)
     if not isinstance(backbone, SpectrumFM):
-        raise InputError(f"--backbone {args.backbone}: a spectrogram model ({meta.get('arch')}); "
-                         "this version fine-tunes SpectrumFM backbones only")
+        raise InputError(f"--backbone {args.backbone}: a {meta.get('arch')} checkpoint; give "
+                         "a SpectrumFM or LWM-Spectro (one expert) checkpoint")
+    if args.mode not in (None, "lora"):
+        raise InputError(f"--mode {args.mode}: SpectrumFM backbones fine-tune with LoRA only "
+                         "(--mode lora); probe and full are for LWM-Spectro")
+    try:
+        targets = resolve_targets(args.targets)
+    except ValueError as e:
+        raise InputError(f"--targets {args.targets}: {e}") from None
+    args.head = args.head or "gru"
+    args.lr = SPECTRUMFM_LR if args.lr is None else args.lr
+    args.features = args.features or "amp-phase-minmax"
     cfg = backbone.config
     data = open_dataset(args.data, window_len=cfg.window_len, task=args.task, seed=args.seed)
-    recorded = meta.get("split") if isinstance(meta.get("split"), dict) else {}
-    split = {"fractions": list(recorded.get("fractions", DEFAULT_FRACTIONS)),
-             "seed": args.split_seed if args.split_seed is not None else
-             int(recorded.get("seed", args.seed))}
+    split = backbone_split(meta, args)
     train_idx, val_idx, _ = task_split(args.data, data, window_len=cfg.window_len, **split)
-    if args.max_windows is not None and args.max_windows < len(train_idx):
-        rng = np.random.default_rng(args.seed)
-        n_val = max(1, round(args.max_windows * len(val_idx) / max(1, len(train_idx))))
-        train_idx = np.sort(rng.choice(train_idx, args.max_windows, replace=False))
-        val_idx = np.sort(rng.choice(val_idx, min(n_val, len(val_idx)), replace=False))
+    train_idx, val_idx = subsample(train_idx, val_idx, args.max_windows, args.seed)
     fit_val_idx = val_idx
     if args.task == "anomaly":
         # Reconstruction learns "normal"; early stopping watches the same loss on normal data.

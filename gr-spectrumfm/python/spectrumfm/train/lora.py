@@ -17,10 +17,14 @@ An adapter folder holds only what fine-tuning changed, next to a reference to th
 * ``adapter.safetensors``: the LoRA matrices under peft's own key names (peft's
   ``set_peft_model_state_dict`` reads them unchanged);
 * ``head.safetensors``: the task head's state dict;
-* ``adapter_config.json``: rank, alpha, targets, task, class names, the head's config and
-  the backbone (its path, absolute and relative to the adapter, and the SHA-256 of its
-  ``model.safetensors``). An adapter is refused on any other backbone: LoRA deltas only
-  mean something on the exact weights they were trained against.
+* ``adapter_config.json``: ``mode`` ("lora"), rank, alpha, targets, task, class names, the
+  head's config and the backbone (its path, absolute and relative to the adapter, and the
+  SHA-256 of its ``model.safetensors``). An adapter is refused on any other backbone: LoRA
+  deltas only mean something on the exact weights they were trained against.
+
+LWM-Spectro's frozen-encoder and full fine-tuning modes write the same folder through
+:func:`write_adapter_folder`, ``lora`` null and ``adapter.safetensors`` holding no tensors or
+the whole encoder (:mod:`.lwm_finetune`); :func:`load_adapter` loads LoRA adapters only.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from .adapter_files import (ADAPTER_CONFIG_FILE, ADAPTER_FILE, ADAPTER_FORMAT, H
                             read_adapter_config, resolve_targets)
 from .checkpoint import describe_mismatch, load_pretrained
 
-__all__ = ["apply_lora", "trainable_share", "merge", "save_adapter", "load_adapter",
+__all__ = ["apply_lora", "trainable_share", "merge", "save_adapter", "write_adapter_folder",
+           "load_adapter",
            "resolve_targets", "file_sha256", "backbone_sha256", "TARGET_PRESETS",
            "ADAPTER_FILE", "HEAD_FILE", "ADAPTER_CONFIG_FILE"]
 
@@ -105,23 +110,37 @@ def save_adapter(out_dir, model: PeftModel, head: nn.Module, *, task: str, class
         backbone_dir, backbone_sha256: the backbone folder and its weights' SHA-256.
         extra: more top-level JSON (data spec, split seed, metrics, training settings).
     """
+    if not isinstance(model, PeftModel):
+        raise TypeError("save_adapter needs the unmerged LoRA model (merging loses the adapter)")
+    lora = model.peft_config["default"]
+    return write_adapter_folder(
+        out_dir, get_peft_model_state_dict(model), head, task=task, classes=classes,
+        backbone_dir=backbone_dir, backbone_sha256=backbone_sha256, mode="lora",
+        lora={"rank": lora.r, "alpha": lora.lora_alpha,
+              "targets": [t for t in LORA_TARGETS if t in set(lora.target_modules)],
+              "library": "peft"},
+        extra=extra)
+
+
+def write_adapter_folder(out_dir, tensors: dict, head: nn.Module, *, task: str, classes,
+                         backbone_dir, backbone_sha256: str, mode: str, lora: dict | None,
+                         extra: dict | None = None) -> Path:
+    """The adapter folder of any fine-tuning mode: ``tensors`` as ``adapter.safetensors``,
+    the head, and ``adapter_config.json`` with ``mode`` and ``lora`` (None unless the mode
+    is LoRA) beside the fields :func:`save_adapter` documents."""
     from safetensors.torch import save_file
 
     from spectrumfm import __version__
 
-    if not isinstance(model, PeftModel):
-        raise TypeError("save_adapter needs the unmerged LoRA model (merging loses the adapter)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lora = model.peft_config["default"]
     backbone = Path(backbone_dir).resolve()
     config = {
         "format": ADAPTER_FORMAT,
         "task": task,
         "classes": [str(c) for c in classes],
-        "lora": {"rank": lora.r, "alpha": lora.lora_alpha,
-                 "targets": [t for t in LORA_TARGETS if t in set(lora.target_modules)],
-                 "library": "peft"},
+        "mode": mode,
+        "lora": lora,
         "head": head_config(head),
         "backbone": {"path": str(backbone),
                      "relative_path": os.path.relpath(backbone, out.resolve()),
@@ -131,8 +150,7 @@ def save_adapter(out_dir, model: PeftModel, head: nn.Module, *, task: str, class
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    save_file(_cpu(get_peft_model_state_dict(model)), str(out / ADAPTER_FILE),
-              metadata={"format": "pt"})
+    save_file(_cpu(tensors), str(out / ADAPTER_FILE), metadata={"format": "pt"})
     save_file(_cpu(head.state_dict()), str(out / HEAD_FILE), metadata={"format": "pt"})
     (out / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return out
@@ -159,6 +177,9 @@ def load_adapter(adapter_dir, *, map_location="cpu", merged: bool = True,
     """
     adapter_dir = Path(adapter_dir)
     config = read_adapter_config(adapter_dir)
+    if config.get("mode", "lora") != "lora":
+        raise InputError(f"{adapter_dir}: a {config.get('mode')}-mode adapter, without LoRA "
+                         "matrices; load it with spectrumfm.train.lwm_finetune.load_lwm_adapter")
     backbone = check_backbone(adapter_dir, config, backbone_dir)
     model, _ = load_pretrained(backbone, map_location=map_location)
     lora = config["lora"]

@@ -68,7 +68,8 @@ def fit_hop(config, n_samples: int):
     return dataclasses.replace(config, hop=hop) if hop >= 1 else None
 
 
-def open_examples(spec: str, config, *, allow_fit: bool = True):
+def open_examples(spec: str, config, *, allow_fit: bool = True, task: str | None = None,
+                  seed: int = 0, fixed_hint: str = " or lower --hop (not with --init)"):
     """Open ``spec`` with one image's worth of IQ per example.
 
     Fixed-length examples (``shards:``, ``rml2016:``, ``rml2018:``) are read whole and cut
@@ -80,6 +81,10 @@ def open_examples(spec: str, config, *, allow_fit: bool = True):
         config: the model's :class:`~spectrumfm.models.LWMSpectroConfig`.
         allow_fit: lower the hop when the examples are too short (module docstring);
             when False, short examples are an error.
+        task, seed: relabel for a downstream task (``open_dataset``'s ``task``, which
+            for sensing adds pure-noise examples drawn from ``seed``).
+        fixed_hint: the end of the error for too short examples when ``allow_fit`` is
+            False (what the caller's user can change).
 
     Returns:
         ``(dataset, config, example_len)``: the dataset of ``(n, input_len)`` examples, the
@@ -90,8 +95,9 @@ def open_examples(spec: str, config, *, allow_fit: bool = True):
         InputError: an unreadable spec, or examples no allowed hop makes one image of.
     """
     if spec.partition(":")[0].strip().lower() == "sigmf":
-        return open_dataset(spec, window_len=config.input_len), config, None
-    ds = open_dataset(spec, whole_frames=True)
+        return open_dataset(spec, window_len=config.input_len, task=task, seed=seed), config, \
+            None
+    ds = open_dataset(spec, whole_frames=True, task=task, seed=seed)
     length = ds.window_len
     fitted = fit_hop(config, length) if allow_fit else (
         config if length >= config.input_len else None)
@@ -102,7 +108,7 @@ def open_examples(spec: str, config, *, allow_fit: bool = True):
         if allow_fit:
             how += f", or use a model whose images need at most {length} samples"
         else:
-            how += " or lower --hop (not with --init)"
+            how += fixed_hint
         raise InputError(f"{spec}: examples of {length} samples are too short for one "
                          f"{config.n_frames} x {config.n_fft} spectrogram "
                          f"({config.input_len} samples at hop {config.hop}); {how}")
