@@ -96,8 +96,10 @@ def test_anomaly_windows_label_the_channels_that_see_the_jammer(oversample):
     # Elsewhere at most filter leakage into a channel beside them.
     loud = np.flatnonzero(power > 10 * np.median(power))
     assert all(np.abs(jammed - k).min() <= 1 for k in loud)
-    _, lab0, _ = occupancy.anomaly_scene_windows(scene, rng, n_channels=C, window_len=N)
+    w0, lab0, _ = occupancy.anomaly_scene_windows(scene, rng, n_channels=C, window_len=N)
     assert not lab0.any()                                   # no jammer, all normal
+    # Scaled as the engine scales its grid windows: unit noise variance per channel sample.
+    assert (np.abs(w0) ** 2).mean() == pytest.approx(1.0, rel=0.1)
 
 
 @pytest.mark.parametrize("family, classes", [("occupancy", ["vacant", "occupied"]),

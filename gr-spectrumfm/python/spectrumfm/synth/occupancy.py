@@ -264,7 +264,8 @@ def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int =
     Every cell is normal, except those whose window's view (the channel, widened by half a
     channel per side when ``oversample`` is 2) the jammer's band touches while it is on (at
     least a quarter of the cell): anomalous. ``jnr_db`` is the jammer's power over the
-    receiver noise of the whole band. Returns (windows, labels 0 normal / 1 anomalous, snr):
+    receiver noise of the whole band. Windows are scaled to unit noise variance per channel
+    sample. Returns (windows, labels 0 normal / 1 anomalous, snr):
     ``snr`` the cell's jammer-to-noise ratio in dB, NaN for normal cells.
     """
     from spectrumfm.infer.channelizer import Channelizer
@@ -285,7 +286,8 @@ def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int =
         touch = (np.minimum(edges[:, 1] + widen, hi) - np.maximum(edges[:, 0] - widen, lo)) > 0
         on = active[:n_cells * span].reshape(n_cells, span).mean(axis=1) >= 0.25
         labels[touch[:, None] & on[None, :]] = 1
-    y = ch(iq).numpy()
+    # Unit noise variance per channel sample, as the engine scales its grid windows.
+    y = ch(iq).numpy() / np.float32(np.sqrt(ch.noise_gain))
     cells = y[:, :n_cells * window_len].reshape(C, n_cells, window_len)
     snr = np.where(labels == 1, jnr_db, np.nan).astype(np.float32)
     return cells.reshape(-1, window_len), labels.ravel(), snr.ravel()
