@@ -8,7 +8,8 @@ nothing, but every file, config field and class list is what ``spectrumfm pretra
     DIR/config.json, model.safetensors, README.md, MODEL_CARD.md
     DIR/adapters/<task>/adapter_config.json, adapter.safetensors, head.safetensors, MODEL_CARD.md
 
-Run as a script to write one: ``python tests/engine_fixtures.py /tmp/fixture-model``.
+Run as a script to write one: ``python tests/engine_fixtures.py /tmp/fixture-model``
+(``... /tmp/lwm-model --lwm`` for the LWM-Spectro folder of :func:`make_lwm_model_dir`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,72 @@ def make_model_dir(path, tasks=TASKS, seed: int = 0) -> Path:
     return out
 
 
+LWM_ARCH = "lwm-spectro-tiny"
+# A hop other than the default (64) and corpus statistics other than 0 / 1, so that a
+# runner that ignored the stored features would be seen: 127 * 16 + 128 = 2160 samples per
+# 128 x 128 image.
+LWM_FEATURES = {"hop": 16, "spec_mean": -35.0, "spec_std": 12.0}
+LWM_MODES = {"technology": "lora", "modulation": "probe"}
+
+
+def make_lwm_model_dir(path, modes=None, seed: int = 0) -> Path:
+    """Write a random-weight ``lwm-spectro-tiny`` model folder with emission adapters.
+
+    Args:
+        path: the model folder, created if needed.
+        modes: adapter task -> fine-tuning mode (probe, lora, full), default
+            :data:`LWM_MODES`; each adapter is written as ``spectrumfm finetune`` writes it
+            (LoRA with random ``lora_B``, full with every encoder weight perturbed).
+        seed: seeds the backbone and the adapters.
+
+    Returns:
+        the folder.
+    """
+    from spectrumfm.models import create_model
+    from spectrumfm.tasks import build_head
+    from spectrumfm.train.checkpoint import save_pretrained
+    from spectrumfm.train.lora import backbone_sha256
+    from spectrumfm.train.lwm_finetune import (input_description, prepare_encoder,
+                                               save_lwm_adapter)
+
+    out = Path(path)
+    torch.manual_seed(seed)
+    backbone = create_model(LWM_ARCH, **LWM_FEATURES)
+    save_pretrained(out, backbone, arch=LWM_ARCH, extra={"fixture": "random weights (tests)"})
+    _card(out / "MODEL_CARD.md", out.name,
+          [f"Random-weight {LWM_ARCH} backbone written by tests/engine_fixtures.py "
+           f"(seed {seed}).", "For tests only: its outputs mean nothing."])
+    digest = backbone_sha256(out)
+    cfg = backbone.config
+    for k, (task, mode) in enumerate((modes or LWM_MODES).items()):
+        classes = task_classes(task)
+        g = torch.Generator().manual_seed(seed * 1000 + k + 1)
+        torch.manual_seed(seed * 1000 + k + 1)
+        encoder = prepare_encoder(copy.deepcopy(backbone), mode, task)
+        if mode == "lora":
+            _randomize_lora(encoder, g)
+        elif mode == "full":
+            with torch.no_grad():
+                for p in encoder.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.02)
+        head = build_head(task, cfg.d_model, len(classes), kind="rescnn")
+        rate, frac = _INPUT[task]["samp_rate"], _INPUT[task]["bandwidth_fraction"]
+        adapter_dir = out / "adapters" / task
+        save_lwm_adapter(adapter_dir, mode, encoder, head, task=task, classes=classes,
+                         backbone_dir=out, backbone_sha256=digest,
+                         extra={"backbone_arch": LWM_ARCH, "status": "finished",
+                                "input": input_description(cfg, rate,
+                                                           bandwidth_fraction=frac)})
+        _card(adapter_dir / "MODEL_CARD.md", f"{out.name}/{task}",
+              [f"Random {mode}-mode adapter and head for {task} ({len(classes)} classes), "
+               "written by tests/engine_fixtures.py.", "For tests only: its outputs mean "
+               "nothing."])
+    return out
+
+
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else "/tmp/fixture-model"
-    print(make_model_dir(target))
+    if len(sys.argv) > 2 and sys.argv[2] == "--lwm":
+        print(make_lwm_model_dir(target))
+    else:
+        print(make_model_dir(target))

@@ -122,6 +122,31 @@ def test_grid_windows_are_scaled_to_unit_noise_by_the_detected_floor(oversample)
         assert power[2] == pytest.approx(1 + 10 * C / oversample, rel=0.25)
 
 
+def test_a_slot_as_long_as_its_windows_gets_them_whole():
+    """The evaluation's setting: a slot of one block and two twice-wide windows per channel
+    (exactly the slot's samples). The slot is one block, not two, and its windows are the
+    channelizer's output over the whole stream (context after the slot awaited, no edge)."""
+    from spectrumfm.infer.channelizer import Channelizer
+
+    C, N = 8, 128
+    view = {"samp_rate": None, "oversample": 2}
+    an = BandAnalyzer(_runners("occupancy", occupancy={"input": view}), FS, FC, n_channels=C,
+                      windows_per_cell=2, slot_s=N * C / FS)
+    assert an.slot_len == N * C
+    x = _noise(20 * N * C, seed=9, rms=1.0)
+    jobs = [j for j in _feed(an, x, chunk=999) if j.task == "occupancy"]
+    assert len(jobs) == 19                       # the last awaits context (flush takes it)
+    whole = Channelizer(C, oversample=2)(x).numpy()                       # (C, T / 4)
+    for k in (3, 11):
+        job = jobs[k]
+        got = job.windows.reshape(C, 2 * N)
+        want = whole[:, k * 2 * N:(k + 1) * 2 * N]
+        # Same samples; the floor used for scaling moves slowly, so compare shapes.
+        ratio = np.abs(got).sum() / np.abs(want).sum()
+        np.testing.assert_allclose(got, want * ratio, rtol=1e-3, atol=1e-4 * ratio)
+    assert len(an.flush()) >= 1
+
+
 def test_decide_one_decision_per_channel_tiling_the_band():
     C = 8
     an = BandAnalyzer(_runners("occupancy", "anomaly"), FS, FC, n_channels=C)

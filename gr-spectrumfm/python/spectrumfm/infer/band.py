@@ -14,10 +14,11 @@ One :class:`BandAnalyzer` serves every task of a model bundle on one stream:
   time-frequency boxes as they end; each box is cut out of a ring buffer of the last
   ``history_s`` seconds (:func:`~spectrumfm.infer.cutout.cut_out`: shifted to 0 Hz,
   low-passed to its width, resampled to the rate the adapter was trained at) into up to
-  ``windows_per_emission`` windows spread over it, with the band outside the box filled
-  with white noise at the stream's noise floor (the training receiver's noise, see
-  :mod:`~spectrumfm.infer.cutout`), one job per task; ``decide`` averages
-  the windows' probabilities into one decision per box. Emissions longer than the history
+  ``windows_per_emission`` windows spread over it (each of the runner's input length: 128
+  samples for SpectrumFM, one image's IQ for a spectrogram model), with the band outside
+  the box filled with white noise at the stream's noise floor (the training receiver's
+  noise, see :mod:`~spectrumfm.infer.cutout`), one job per task; ``decide`` averages the
+  windows' probabilities into one decision per box. Emissions longer than the history
   (less two slots) are reported in pieces of that length; a box whose start has already
   left the history is classified from the rest (``truncated`` in its decision).
 
@@ -45,7 +46,7 @@ from scipy.stats import norm
 
 from spectrumfm.detect.energy import EnergyDetector, EnergyDetectorConfig, confidence
 from spectrumfm.infer.channelizer import Channelizer
-from spectrumfm.infer.cutout import Ring, cut_out
+from spectrumfm.infer.cutout import Ring, cut_out, window_span
 from spectrumfm.infer.worker import Job
 from spectrumfm.schema import make_decision
 
@@ -126,16 +127,18 @@ class BandAnalyzer:
 
     Args:
         runners: engine task -> object with ``classes``, ``name``, ``input`` (dict),
-            ``fusion`` (dict or None) and ``positive`` (column of the detected class of a
-            binary task, or None); only read here, never called. Tasks without a runner
-            make no jobs.
+            ``fusion`` (dict or None), ``positive`` (column of the detected class of a
+            binary task, or None) and optionally ``window_len`` (samples per input of an
+            emission runner; default ``window_len``); only read here, never called. Tasks
+            without a runner make no jobs.
         samp_rate: sample rate, Hz.
         center_freq: tuned centre frequency, Hz.
         n_channels: channels of the grid (C).
-        slot_s: grid time step, s; rounded to whole blocks of ``window_len * C`` samples.
+        slot_s: grid time step, s; rounded to whole blocks of ``window_len * C`` samples,
+            at least as many as the grid windows span.
         windows_per_cell: windows per channel per slot given to the grid tasks.
         pfa: the energy detector's false-alarm probability per cell.
-        window_len: samples per model window (N).
+        window_len: samples per grid window (N), the unit of the slots.
         windows_per_emission: at most this many windows per emission box.
         max_emissions_per_slot: at most this many boxes classified per slot (the ones of
             highest SNR); the rest are counted in ``emissions_skipped``.
@@ -205,8 +208,15 @@ class BandAnalyzer:
         C, N = self.n_channels, self.window_len
         self.samp_rate = samp_rate
         block = N * C
-        blocks = int(round(self.slot_s * samp_rate / block))
-        self.slot_len = max(self.windows_per_cell, blocks) * block
+        # At least the input samples the grid windows span: windows_per_cell windows of N
+        # channel samples at decimation D (D = C, or C / 2 for the twice-wide view).
+        need = self.windows_per_cell * N * self.channelizer.decimation
+        blocks = max(int(round(self.slot_s * samp_rate / block)), -(-need // block))
+        self.slot_len = blocks * block
+        # A slot no longer than its windows needs context after it for the channelizer's
+        # filter: it is analysed once that context has arrived (the stream's last slot, in
+        # flush(), without it).
+        self._lookahead = self._margin if self.slot_len < need + 2 * self._margin else 0
         fft = next((m * C for m in range(max(1, 256 // C), 0, -1)
                     if self.slot_len % (m * C) == 0 and m * C >= 8), None)
         if fft is None:                 # C < 8 with no multiple dividing the slot: N * C does
@@ -277,7 +287,7 @@ class BandAnalyzer:
             self._slot_at = start
         for i in range(0, x.size, self.slot_len):
             self._ring.write(x[i:i + self.slot_len])
-            while self._ring.end - self._slot_at >= self.slot_len:
+            while self._ring.end - self._slot_at >= self.slot_len + self._lookahead:
                 jobs += self._slot(self._slot_at, self.slot_len, t)
                 self._slot_at += self.slot_len
         return jobs
@@ -363,8 +373,9 @@ class BandAnalyzer:
             noise_var = _noise_var(box.get("noise_floor_db"), self.detector.noise_floor_db)
             for task in self.emission_tasks:
                 rate = self._target_rate(task, width, fs)
-                windows, rate_out = cut_out(self._ring.read, fs, offset, width, start, count,
-                                            rate, self.windows_per_emission, self.window_len,
+                s0, n = self._cut_span(task, start, count, fs, width, rate)
+                windows, rate_out = cut_out(self._ring.read, fs, offset, width, s0, n, rate,
+                                            self.windows_per_emission, self._input_len(task),
                                             noise_var=noise_var)
                 ctx = EmissionContext(box=box, rate=rate_out, windows=len(windows),
                                       truncated=truncated,
@@ -372,6 +383,30 @@ class BandAnalyzer:
                                       time_offset=self.time_offset)
                 jobs.append(Job(task, windows, ctx, t))
         return jobs
+
+    def _input_len(self, task: str) -> int:
+        """Samples per input of an emission task's runner (its ``window_len``)."""
+        return int(getattr(self.runners[task], "window_len", None) or self.window_len)
+
+    def _cut_span(self, task: str, start: int, count: int, fs: float, width: float,
+                  rate: float) -> tuple[int, int]:
+        """The stream span to cut a box's windows from: the box itself, except that a
+        runner's input longer than the grid's windows (a spectrogram's worth of IQ) that
+        outlasts its box is kept inside the history. Centred on a short burst, an image can
+        reach past the newest sample (the box closes a slot or two after it ends) or before
+        the oldest, where the ring has only zeros, a spectrum no model saw in training; it
+        is moved to lie within the samples there are, with as much of the burst as they
+        hold. SpectrumFM's 128-sample windows are cut as they always were."""
+        n_len = self._input_len(task)
+        if n_len <= self.window_len:
+            return start, count
+        need, reach = window_span(fs, width, rate, n_len)
+        oldest, end = self._ring.oldest, self._ring.end
+        lo = start + (count - need) // 2
+        if (count >= need or end - oldest < need + 2 * reach
+                or (lo - reach >= oldest and lo + need + reach <= end)):
+            return start, count
+        return min(max(lo, oldest + reach), end - reach - need), need
 
     def _target_rate(self, task: str, width: float, samp_rate: float) -> float:
         """Technology: the adapter's rate (absolute bandwidth kept); modulation: the rate at

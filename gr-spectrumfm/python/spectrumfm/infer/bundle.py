@@ -6,7 +6,9 @@ need onto that backbone, folds each adapter into a copy of the backbone's weight
 (:mod:`.merge`, what peft's ``merge_and_unload`` computes without importing peft: inference
 then costs what the plain backbone costs, no LoRA matmuls) and wraps each in a
 :class:`TaskRunner`: complex windows on the device in, class probabilities on the device
-out.
+out. A spectrogram model (LWM-Spectro, :mod:`.spectro`) loads the same way, its adapters
+through :func:`~spectrumfm.train.lwm_finetune.load_lwm_adapter` (probe, merged LoRA or
+full), and its runners take one image's worth of IQ each.
 
 Model names are looked up in ``$SPECTRUMFM_MODELS`` (a path list) and then in the folders
 the applications register with :func:`add_search_dir` (the installed
@@ -27,6 +29,7 @@ from spectrumfm.errors import InputError
 from spectrumfm.features import features_for
 
 from .device import resolve_device
+from .spectro import SPECTROGRAM_TASKS, is_spectrogram_model, refuse_grid_tasks, spectrogram_input
 
 __all__ = ["ENGINE_TASKS", "ADAPTER_FOR", "TaskRunner", "ModelBundle", "load_bundle",
            "model_search_dirs", "add_search_dir", "available_models", "resolve_model"]
@@ -110,17 +113,25 @@ def _autocast_dtype(device: torch.device):
 class TaskRunner:
     """One task of a model on its device: ``runner(iq (B, N) complex64) -> (B, C) float32``.
 
+    N is :attr:`window_len`: a SpectrumFM window (128), or the IQ samples of one
+    LWM-Spectro image (``(n_frames - 1) * hop + win_length``, 8256 at the defaults).
+
     Attributes:
         task, adapter_task: the engine's task name and the adapter's (occupancy / sensing).
         classes: class names in output-column order.
         name: ``"<model>/<adapter_task>"``, the ``model`` field of its decisions.
         input: the adapter's ``input`` block: ``samp_rate`` (Hz the adapter was trained at,
             None for channel windows), ``bandwidth_fraction`` (None unless trained on
-            signals occupying that share of the rate), ``window_len``.
+            signals occupying that share of the rate), ``window_len``; a spectrogram
+            adapter's also its STFT settings and corpus statistics.
         fusion: the sensing adapter's calibrated model/energy fusion weights, or None.
         config: the whole adapter_config.json.
         positive: the detected class's column (occupied, anomalous) of a binary task.
         model: the :class:`~spectrumfm.tasks.TaskModel` (merged encoder + head).
+        window_len: IQ samples per input (N).
+        features_fn: IQ ``(B, N)`` -> model input on the device; default the recipe
+            ``input.features`` names (:func:`~spectrumfm.features.features_for`), for a
+            spectrogram model its own ``features`` (its hop and dB statistics).
     """
 
     task: str
@@ -136,18 +147,21 @@ class TaskRunner:
     window_len: int
     compiled: bool = False
     forward_fn: object = field(default=None, repr=False)   # model, or torch.compile of it
+    features_fn: object = field(default=None, repr=False)
 
     def __post_init__(self):
         self._dtype = _autocast_dtype(self.device)
         if self.forward_fn is None:
             self.forward_fn = self.model
+        if self.features_fn is None:
+            self.features_fn = features_for(self.input.get("features"))
 
     def __call__(self, iq: torch.Tensor) -> torch.Tensor:
         """iq complex ``(B, N)`` on the device -> probabilities ``(B, C)`` float32 there.
 
         The adapter's ``input.features`` recipe makes the features (default the paper's
         per-window min-max; ``amp-phase-level`` wants windows at unit noise variance, as the
-        band analysis gives its grid tasks)."""
+        band analysis gives its grid tasks; ``stft-db-corpus`` the spectrogram images)."""
 
         if iq.ndim != 2 or iq.shape[-1] != self.window_len:
             raise ValueError(f"{self.name}: expects (B, {self.window_len}) windows, got "
@@ -157,13 +171,18 @@ class TaskRunner:
         with torch.inference_mode(), autocast:
             # Features in float32 whatever autocast does: the recipes compute their
             # normalisation in float32 for reduced-precision input anyway.
-            feats = features_for(self.input.get("features"))(iq)
+            feats = self.features_fn(iq)
             return torch.softmax(self.forward_fn(feats).float(), dim=-1)
 
 
 @dataclass(eq=False)
 class ModelBundle:
-    """A loaded model: its runners by engine task, on one device."""
+    """A loaded model: its runners by engine task, on one device.
+
+    ``window_len`` frames the stream for the band analysis (its grid windows and slots);
+    each runner's own ``window_len`` is the length of its inputs. They differ for a
+    spectrogram model, whose bundle keeps SpectrumFM's 128-sample framing of the slots.
+    """
 
     name: str
     path: Path
@@ -187,17 +206,36 @@ class ModelBundle:
 
 
 def adapter_tasks(path) -> list[str]:
-    """Adapter task names present in a model folder (those with an adapter_config.json)."""
+    """Adapter task names in a model folder that the engine can run (those with an
+    adapter_config.json; of a spectrogram model, those of :data:`SPECTROGRAM_TASKS`)."""
     d = Path(path) / ADAPTERS_DIR
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if (p / "adapter_config.json").is_file())
+    names = sorted(p.name for p in d.iterdir() if (p / "adapter_config.json").is_file())
+    if _is_spectrogram_folder(Path(path)):
+        names = [a for a in names if _ENGINE_FOR.get(a) in SPECTROGRAM_TASKS]
+    return names
 
 
-def _parse_tasks(tasks, model_name: str, present: list[str]) -> list[str]:
-    """Engine task names, in ENGINE_TASKS order; None = every task with an adapter."""
+def _is_spectrogram_folder(path: Path) -> bool:
+    from spectrumfm.train.checkpoint import _read_config
+
+    try:
+        return is_spectrogram_model(_read_config(path / "config.json"))
+    except InputError:
+        return False     # load_bundle reports the bad config.json itself
+
+
+def _parse_tasks(tasks, model_name: str, present: list[str],
+                 spectrogram: bool = False) -> list[str]:
+    """Engine task names, in ENGINE_TASKS order; None = every task with an adapter (that
+    the model can serve: a spectrogram model's grid tasks are refused)."""
     if tasks is None:
         chosen = [_ENGINE_FOR[a] for a in present if a in _ENGINE_FOR]
+        if not chosen and spectrogram:
+            raise InputError(f"--model {model_name}: a spectrogram model (LWM-Spectro) with no "
+                             f"{' or '.join(SPECTROGRAM_TASKS)} adapter, the tasks the engine "
+                             "runs it for")
         if not chosen:
             raise InputError(f"--model {model_name}: has no task adapters (adapters/ holds "
                              f"{', '.join(present) or 'nothing'})")
@@ -209,6 +247,8 @@ def _parse_tasks(tasks, model_name: str, present: list[str]) -> list[str]:
         t = "occupancy" if t == "sensing" else t   # the adapter's name for it
         if t not in ENGINE_TASKS:
             raise InputError(f"--tasks {t}: unknown task; tasks: {', '.join(ENGINE_TASKS)}")
+        if spectrogram:
+            refuse_grid_tasks([t], model_name)
         if ADAPTER_FOR[t] not in present:
             raise InputError(f"--tasks {t}: model {model_name} has no adapter for it "
                              f"(adapters: {', '.join(present) or 'none'})")
@@ -257,11 +297,19 @@ def load_bundle(model: str, tasks=None, device: str = "auto", *,
     path = resolve_model(model)
     name = path.name
     meta = _read_config(path / "config.json")
+    spectrogram = is_spectrogram_model(meta)
     present = adapter_tasks(path)
-    chosen = _parse_tasks(tasks, name, present)
+    chosen = _parse_tasks(tasks, name, present, spectrogram)
     mc = meta.get("model_config") or {}
-    window_len = int((meta.get("features") or {}).get("window_len") or mc.get("window_len")
-                     or 128)
+    if spectrogram:
+        from spectrumfm.features import WINDOW_LEN
+        from spectrumfm.train.lwm_finetune import load_lwm_adapter as load
+
+        window_len = WINDOW_LEN      # the slots' framing; each runner says its input length
+    else:
+        load = load_merged
+        window_len = int((meta.get("features") or {}).get("window_len") or mc.get("window_len")
+                         or 128)
 
     # Identical adapters (same backbone, same LoRA file) give identical merged weights: keep
     # one copy on the device. Their heads stay separate.
@@ -270,7 +318,7 @@ def load_bundle(model: str, tasks=None, device: str = "auto", *,
     sharing: dict[str, list[str]] = {}
     for task in chosen:
         adapter_dir = path / ADAPTERS_DIR / ADAPTER_FOR[task]
-        encoder, head, config = load_merged(adapter_dir, map_location=dev, backbone_dir=path)
+        encoder, head, config = load(adapter_dir, map_location=dev, backbone_dir=path)
         if config.get("task") != ADAPTER_FOR[task]:
             raise InputError(f"{adapter_dir / 'adapter_config.json'}: task "
                              f"{config.get('task')!r} in the {ADAPTER_FOR[task]} slot")
@@ -283,24 +331,33 @@ def load_bundle(model: str, tasks=None, device: str = "auto", *,
             encoders[key] = (encoder, task)
         task_model = TaskModel(encoder, head, config["task"]).eval()
         forward = torch.compile(task_model) if compile else task_model
-        inp = {"samp_rate": None, "bandwidth_fraction": None, "window_len": window_len,
-               **(config.get("input") or {})}
         fusion = config.get("fusion") if isinstance(config.get("fusion"), dict) else None
-        try:
-            features_for(inp.get("features"))
-        except ValueError as e:
-            raise InputError(f"{adapter_dir / 'adapter_config.json'}: {e}") from None
+        if spectrogram:
+            inp = spectrogram_input(adapter_dir, config, encoder)
+            features = encoder.features     # its hop and dB statistics, on the device
+        else:
+            inp = {"samp_rate": None, "bandwidth_fraction": None, "window_len": window_len,
+                   **(config.get("input") or {})}
+            try:
+                features = features_for(inp.get("features"))
+            except ValueError as e:
+                raise InputError(f"{adapter_dir / 'adapter_config.json'}: {e}") from None
         runners[task] = TaskRunner(
             task=task, adapter_task=config["task"], classes=classes,
             name=f"{name}/{config['task']}", input=inp, fusion=fusion, config=config,
             positive=POSITIVE if config["task"] in BINARY_TASKS else None, model=task_model,
-            device=dev, window_len=window_len, compiled=compile, forward_fn=forward)
+            device=dev, window_len=int(inp["window_len"]) if spectrogram else window_len,
+            compiled=compile, forward_fn=forward, features_fn=features)
 
     groups = [g for g in sharing.values() if len(g) > 1]
     if groups:
         shared = "; ".join(f"{' and '.join(g)} have identical adapters and share one merged "
                            "backbone" for g in groups) + \
             "; every task runs its own forward pass (different heads)"
+    elif spectrogram:
+        shared = ("each task has its own copy of the backbone (frozen, LoRA-merged or fine-"
+                  "tuned, as its adapter's mode says) and its own forward pass on its own "
+                  "spectrograms; tasks share the energy detector's boxes")
     else:
         shared = ("each task has its own LoRA-merged copy of the backbone and its own "
                   "forward pass; tasks share the channelizer and the framing of the stream")

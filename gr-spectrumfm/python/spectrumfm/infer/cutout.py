@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 from scipy.signal import fftconvolve, firwin
 
-__all__ = ["cut_out", "Ring"]
+__all__ = ["cut_out", "window_span", "Ring"]
 
 # Cut-out filter: pass-band margin over the box's width (the detector's edges are within
 # about one FFT bin of the truth), the longest filter designed (its transition is then at
@@ -51,6 +51,30 @@ def _ratio(rate_out: float, rate_in: float) -> tuple[int, int]:
         if err < 1e-6:
             break
     return best[1], best[2]
+
+
+def _design(samp_rate: float, width_hz: float, rate: float):
+    """The cut-out's resampler: ``(up, down, rate_out, cutoff, trans, numtaps)``, the
+    filter's cut-off and transition width in Hz at the upsampled rate."""
+    up, down = _ratio(rate, samp_rate)
+    rate_out = samp_rate * up / down
+    fs_up = samp_rate * up
+    edge = 0.45 * min(samp_rate, rate_out)            # keep clear of both Nyquist limits
+    # Pass band to the box's edges plus the margin; the transition band beyond it is 40 %
+    # as wide (shorter filters: the windows of a narrow box cost taps per output sample).
+    passband = 0.5 * width_hz * (1.0 + _MARGIN)
+    trans = max(0.4 * passband, 3.3 * fs_up / _MAX_TAPS)
+    cutoff = min(passband + trans / 2, edge)
+    numtaps = min(_MAX_TAPS, int(math.ceil(3.3 * fs_up / trans))) | 1
+    return up, down, rate_out, cutoff, trans, numtaps
+
+
+def window_span(samp_rate: float, width_hz: float, rate: float,
+                window_len: int) -> tuple[int, int]:
+    """Stream samples one window of :func:`cut_out` covers, and how far its filter reads
+    beyond them on either side: ``(ceil(window_len * down / up), ceil(numtaps / 2 up))``."""
+    up, down, _, _, _, numtaps = _design(samp_rate, width_hz, rate)
+    return -(-window_len * down // up), -(-numtaps // (2 * up))
 
 
 def cut_out(read: Callable[[int, int], np.ndarray], samp_rate: float, offset_hz: float,
@@ -84,16 +108,8 @@ def cut_out(read: Callable[[int, int], np.ndarray], samp_rate: float, offset_hz:
     Returns:
         ``(windows, rate_out)``: complex64 ``(n, window_len)`` and the exact output rate.
     """
-    up, down = _ratio(rate, samp_rate)
-    rate_out = samp_rate * up / down
+    up, down, rate_out, cutoff, trans, numtaps = _design(samp_rate, width_hz, rate)
     fs_up = samp_rate * up
-    edge = 0.45 * min(samp_rate, rate_out)            # keep clear of both Nyquist limits
-    # Pass band to the box's edges plus the margin; the transition band beyond it is 40 %
-    # as wide (shorter filters: the windows of a narrow box cost taps per output sample).
-    passband = 0.5 * width_hz * (1.0 + _MARGIN)
-    trans = max(0.4 * passband, 3.3 * fs_up / _MAX_TAPS)
-    cutoff = min(passband + trans / 2, edge)
-    numtaps = min(_MAX_TAPS, int(math.ceil(3.3 * fs_up / trans))) | 1
     h = firwin(numtaps, cutoff, fs=fs_up) * up        # unit gain after zero-stuffing
     n_out = sample_count * up / down
     n = int(min(max(1, n_out // window_len), max(1, n_windows)))

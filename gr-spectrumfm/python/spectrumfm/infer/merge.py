@@ -31,7 +31,8 @@ def lora_layers(model: nn.Module, targets, rank: int) -> dict[str, dict[str, tup
     """The layers peft adapts and the LoRA shapes it gives them.
 
     peft matches a target name against the module name itself or its last dotted part; the
-    SpectrumFM targets are all ``nn.Linear`` or ``nn.Conv1d``.
+    SpectrumFM targets are all ``nn.Linear`` or ``nn.Conv1d``, LWM-Spectro's (its
+    Transformer blocks' linears, loaded by ``lwm_finetune.load_lwm_adapter``) ``nn.Linear``.
 
     Returns:
         ``{module name: {"A": lora_A shape, "B": lora_B shape}}``; Linear ``(r, in)`` and

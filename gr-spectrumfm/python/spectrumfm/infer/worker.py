@@ -15,6 +15,8 @@ speed does not matter but every window does) ``submit`` waits for room instead.
 Data path per batch: the jobs' windows are copied into one preallocated complex64 host buffer
 (pinned on CUDA, so the copy to the device is a DMA that does not wait for the CPU), moved
 with one ``.to(device, non_blocking=True)``, run, and brought back with one ``.cpu()``.
+Each task has the window length of its runner (a SpectrumFM window of 128 samples, an
+LWM-Spectro image's worth of IQ), and one buffer serves every task of a length.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class Job:
 
     Attributes:
         task: the runner's key (an engine task name).
-        windows: complex64 ``(n, N)``, ``n >= 1``; more than ``max_batch`` are split over
-            batches and reassembled.
+        windows: complex64 ``(n, N)``, ``n >= 1``, N the task's window length; more than
+            ``max_batch`` are split over batches and reassembled.
         context: opaque, given back to ``on_result`` (the analyzer's bookkeeping).
         t_arrival: ``time.monotonic()`` when its samples reached the flowgraph block: the
             latency statistics and the batching deadline count from it.
@@ -89,15 +91,19 @@ class InferenceWorker:
 
     Args:
         runners: task -> callable ``(B, N) complex64 tensor on device -> (B, C) probabilities``
-            (a :class:`~spectrumfm.infer.bundle.TaskRunner`).
+            (a :class:`~spectrumfm.infer.bundle.TaskRunner`); N is the runner's
+            ``window_len`` where it has one, else ``window_len``.
         on_result: ``on_result(job, probs (n, C) float32 numpy)``, called on the worker
             thread in completion order; it must be quick (it delays the next batch).
         device: the runners' device (str or torch.device).
-        window_len: N, samples per window.
+        window_len: N of the runners that do not give their own.
         max_batch: most windows per runner call.
         max_latency_s: longest a window waits for its batch to fill (s).
         max_queue_windows: queue bound in windows; beyond it jobs are dropped (or, lossless,
             ``submit`` waits). A job larger than the bound is admitted into an empty queue.
+            A runner's inputs longer than ``window_len`` (LWM-Spectro's images) count as
+            the windows of ``window_len`` they hold, rounded up, so that the bound caps the
+            queue's memory and backlog whatever the model.
         lossless: block the submitter instead of dropping.
     """
 
@@ -118,9 +124,12 @@ class InferenceWorker:
         # else may write the buffer until the batch's results are back on the host, which
         # the single thread guarantees (.cpu() waits for the device).
         pin = self.device.type == "cuda"
-        self._host = torch.empty((self.max_batch, self.window_len), dtype=torch.complex64,
-                                 pin_memory=pin)
-        self._host_np = self._host.numpy()
+        self._lens = {t: int(getattr(r, "window_len", None) or self.window_len)
+                      for t, r in self.runners.items()}
+        self._host = {n: torch.empty((self.max_batch, n), dtype=torch.complex64, pin_memory=pin)
+                      for n in sorted(set(self._lens.values()))}
+        self._host_np = {n: h.numpy() for n, h in self._host.items()}
+        self._places = {t: -(-n // self.window_len) for t, n in self._lens.items()}
         self._queues: dict[str, collections.deque[_Pending]] = {
             t: collections.deque() for t in self.runners}
         self._queued = {t: 0 for t in self.runners}     # windows not yet batched, per task
@@ -164,8 +173,9 @@ class InferenceWorker:
             raise ValueError(f"no runner for task {job.task!r} (runners: "
                              f"{', '.join(self._queues)})")
         w = np.asarray(job.windows)
-        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != self.window_len:
-            raise ValueError(f"job windows must be (n >= 1, {self.window_len}), got {w.shape}")
+        n_len = self._lens[job.task]
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] != n_len:
+            raise ValueError(f"job windows must be (n >= 1, {n_len}), got {w.shape}")
         if w.dtype != np.complex64:
             w = w.astype(np.complex64)
         job.windows = w
@@ -175,7 +185,7 @@ class InferenceWorker:
             c["windows_in"] += n
             c["jobs_in"] += 1
             if self.lossless:
-                while not self._closing and not self._fits(n):
+                while not self._closing and not self._fits(n, job.task):
                     self._room.wait()
             if self._closing or not self._fits(n, job.task):
                 c["windows_dropped"] += n
@@ -187,18 +197,20 @@ class InferenceWorker:
             self._work.notify()
         return True
 
-    def _fits(self, n: int, task: str | None = None) -> bool:
-        """Room for ``n`` windows. Dropping (not lossless), a task also keeps to its share of
-        the queue (an equal part, at least one batch): a slow task (anomaly's seven passes a
-        window) then drops its own jobs instead of filling the queue for every task."""
-        q = self._counts["queue_windows"]
-        if not (q + n <= self.max_queue_windows or q == 0):
+    def _fits(self, n: int, task: str) -> bool:
+        """Room for ``n`` windows of ``task`` (each taking ``_places[task]`` places of the
+        bound). Dropping (not lossless), a task also keeps to its share of the queue (an
+        equal part, at least one batch): a slow task (anomaly's seven passes a window) then
+        drops its own jobs instead of filling the queue for every task."""
+        places = self._places[task]
+        q = sum(self._queued[t] * self._places[t] for t in self._queued)
+        if not (q + n * places <= self.max_queue_windows or q == 0):
             return False
-        if task is None or self.lossless:
+        if self.lossless:
             return True
-        share = max(self.max_batch, self.max_queue_windows // len(self._queues))
-        mine = self._queued[task]
-        return mine + n <= share or mine == 0
+        share = max(self.max_batch * places, self.max_queue_windows // len(self._queues))
+        mine = self._queued[task] * places
+        return mine + n * places <= share or mine == 0
 
     def close(self, timeout: float | None = None) -> None:
         """Analyse what is queued, then stop the thread (waiting at most ``timeout`` s)."""
@@ -339,13 +351,14 @@ class InferenceWorker:
             self._run_batch(*batch)
 
     def _run_batch(self, task: str, pieces: list) -> None:
-        total = 0
+        total, n_len = 0, self._lens[task]
+        host, host_np = self._host[n_len], self._host_np[n_len]
         for p, lo, hi in pieces:      # (B, N) host buffer <- each job's slice, in order
-            self._host_np[total:total + hi - lo] = p.job.windows[lo:hi]
+            host_np[total:total + hi - lo] = p.job.windows[lo:hi]
             total += hi - lo
         t0 = time.monotonic()
         try:
-            x = self._host[:total].to(self.device, non_blocking=True)
+            x = host[:total].to(self.device, non_blocking=True)
             probs = self.runners[task](x).float().cpu().numpy()
             if probs.ndim != 2 or len(probs) != total:
                 raise ValueError(f"runner {task!r} returned shape {probs.shape} for "

@@ -145,8 +145,9 @@ def load_lwm_adapter(adapter_dir, *, map_location="cpu",
             backbone); its weights must still hash to the recorded SHA-256.
 
     Returns:
-        ``(LWMSpectro with the adapter's weights, LoRA merged; head; config)``, in eval
-        mode, nothing trainable.
+        ``(LWMSpectro with the adapter's weights, LoRA merged by
+        :func:`spectrumfm.infer.merge.load_merged`; head; config)``, in eval mode, nothing
+        trainable.
 
     Raises:
         InputError: one line: missing or malformed files, another backbone, tensors that do
@@ -159,9 +160,11 @@ def load_lwm_adapter(adapter_dir, *, map_location="cpu",
         raise InputError(f"{adapter_dir / 'adapter_config.json'}: unknown mode {mode!r} "
                          f"(one of {', '.join(MODES)})")
     if mode == "lora":
-        from .lora import load_adapter
-        model, head, config = load_adapter(adapter_dir, map_location=map_location,
-                                           merged=True, backbone_dir=backbone_dir)
+        # Merged without peft (what merge_and_unload computes): importing peft costs the
+        # engine seconds at every start.
+        from spectrumfm.infer.merge import load_merged
+        model, head, config = load_merged(adapter_dir, map_location=map_location,
+                                          backbone_dir=backbone_dir)
     else:
         backbone = check_backbone(adapter_dir, config, backbone_dir)
         model, _ = load_pretrained(backbone, map_location=map_location)
