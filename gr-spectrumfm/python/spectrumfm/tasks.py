@@ -20,6 +20,7 @@ error becomes a probability in [0, 1].
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -63,7 +64,7 @@ def fit_logistic(x, y, ridge: float = 1e-3, iters: int = 50) -> tuple[float, flo
     return float(w[0]), float(w[1])
 
 
-class _CalibratedErrorHead(nn.Module):
+class _CalibratedErrorHead(nn.Module, metaclass=abc.ABCMeta):
     """A reconstruction error made a probability: ``raw_score`` (subclasses) -> logistic.
 
     Calibration maps ``log(raw)`` through a logistic ``sigmoid(scale * log(raw) + bias)``:
@@ -80,8 +81,9 @@ class _CalibratedErrorHead(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("bias", torch.tensor(0.0))
 
+    @abc.abstractmethod
     def raw_score(self, encoder, feats: Tensor) -> Tensor:
-        raise NotImplementedError
+        """float32 (B,) reconstruction error of each input (the subclass's model)."""
 
     def logit(self, raw: Tensor) -> Tensor:
         return self.scale * torch.log(raw.clamp_min(1e-12)) + self.bias

@@ -11,36 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .spectrumfm import MultiHeadSelfAttention
+
 # Module-name suffixes of the linears inside the Transformer blocks, for peft's
 # ``LoraConfig(target_modules=...)`` as in :data:`spectrumfm.models.spectrumfm.LORA_TARGETS`.
 # The patch embedding, decoder, projection and heads use other names and stay unadapted.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention (eq. 13) through ``scaled_dot_product_attention``,
-    (B, N, d) -> (B, N, d); fused kernels never build the (B, H, N, N) scores in Python."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
-        super().__init__()
-        self.n_heads = n_heads
-        self.attn_dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, N, d = x.shape
-        heads = (B, N, self.n_heads, d // self.n_heads)
-        q = self.q_proj(x).view(heads).transpose(1, 2)   # (B, H, N, d/H)
-        k = self.k_proj(x).view(heads).transpose(1, 2)   # (B, H, N, d/H)
-        v = self.v_proj(x).view(heads).transpose(1, 2)   # (B, H, N, d/H)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, N, d)           # (B, N, d): heads concatenated
-        return self.dropout(self.out_proj(y))
 
 
 class TransformerBlock(nn.Module):
@@ -49,7 +25,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_heads, dropout)
+        # SpectrumFM's attention module (SDPA; q_proj ... out_proj, as LORA_TARGETS names).
+        self.attn = MultiHeadSelfAttention(d_model=d_model, n_heads=n_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.fc1 = nn.Linear(d_model, ff_dim)
         self.fc2 = nn.Linear(ff_dim, d_model)

@@ -113,15 +113,19 @@ class MultiHeadSelfAttention(nn.Module):
     (B, H, N, N) score tensor in Python.
     """
 
-    def __init__(self, cfg: SpectrumFMConfig):
+    def __init__(self, cfg: SpectrumFMConfig | None = None, *, d_model: int | None = None,
+                 n_heads: int | None = None, dropout: float | None = None):
         super().__init__()
-        self.n_heads = cfg.n_heads
-        self.attn_dropout = cfg.dropout
-        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        # From a SpectrumFM config, or from the three numbers (LWM-Spectro's patch encoder
+        # uses this same module).
+        d_model = cfg.d_model if cfg is not None else d_model
+        self.n_heads = cfg.n_heads if cfg is not None else n_heads
+        self.attn_dropout = cfg.dropout if cfg is not None else dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(self.attn_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, d = x.shape
