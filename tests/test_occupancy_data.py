@@ -112,6 +112,7 @@ def test_generate_channel_families(tmp_path, family, classes):
     assert r.returncode == 0, r.stderr
     info = json.loads((out / "dataset.json").read_text())
     assert info["classes"] == classes and info["n_examples"] > 0
+    assert info["recipe"]["oversample"] == 1          # the shipped adapters' channel view
     from spectrumfm.data import open_dataset
     task = "sensing" if family == "occupancy" else "anomaly"
     ds = open_dataset(f"shards:{out}", window_len=N, task=task)

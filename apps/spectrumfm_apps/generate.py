@@ -38,9 +38,9 @@ def add_parser(sub):
                    help="occupancy / channel-anomaly: random scenes to cut (default 600)")
     p.add_argument("--channels", type=int, default=16,
                    help="occupancy / channel-anomaly: channels per scene (default 16)")
-    p.add_argument("--oversample", type=int, default=2,
-                   help="occupancy / channel-anomaly: each window sees its channel and half "
-                        "of each neighbour (2, default) or the channel alone (1)")
+    p.add_argument("--oversample", type=int, default=1,
+                   help="occupancy / channel-anomaly: each window sees its channel alone (1, "
+                        "default, as the shipped adapters) or with half of each neighbour (2)")
     p.add_argument("--classes", help="comma-separated class ids (default: all of the family)")
     p.add_argument("--n-per-class", type=int, help="examples per class (default 1000)")
     p.add_argument("-s", "--samp-rate", type=float,

@@ -20,10 +20,12 @@ Labels by received power, not by the annotated box, because boxes overstate occu
 edge quarter of an RRC-shaped emitter, a LoRa chirp's sweep or a pulsed ADS-B reply fill
 their box only in part.
 
-Emitters transmit steadily (no bursts). Each window is a channel seen with half of each
-neighbour (``oversample`` 2, the default; see
-:class:`~spectrumfm.infer.channelizer.Channelizer`), so the noise beside a channel is in its
-window as a reference, and is **scaled to unit noise variance per channel sample** (the
+Emitters transmit steadily (no bursts). Each window is a channel alone (``oversample`` 1,
+the default: what the shipped level-aware adapters read) or seen with half of each neighbour
+(``oversample`` 2, see :class:`~spectrumfm.infer.channelizer.Channelizer`: a reference for
+per-window min-max features, which carry no level; with level features it made vacant
+channels beside strong emitters look occupied), and is **scaled to unit noise variance per
+channel sample** (the
 engine scales its windows by the stream's noise floor, see
 :class:`spectrumfm.infer.band.BandAnalyzer`), with the floor misjudged by a random
 ``floor_error_db`` (normal, standard deviation 0.5 dB by default, one draw per scene) as the
@@ -120,7 +122,7 @@ def scene_labels(scene, n_channels: int = 16, cell_len: int = 128):
     return iq, labels, snr
 
 
-def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample: int = 2,
+def scene_windows(scene, n_channels: int = 16, window_len: int = 128, oversample: int = 1,
                   floor_db: float = 0.0):
     """(windows (k, window_len) complex64, labels (k,), snr (k,)) of one scene's cells that
     have a label, before thinning. A cell is one window of a channel (its view widened by
@@ -165,7 +167,7 @@ def _random_scene(rng, seed: int, rates, n_channels: int, window_len: int, cells
 def generate_occupancy(out_dir: str, *, n_scenes: int, seed: int = 0, n_channels: int = 16,
                        window_len: int = 128, cells: int = 24, snr_range=(-15.0, 10.0),
                        rates=DEFAULT_RATES, max_emitters: int = 4, shard_size: int = 20000,
-                       oversample: int = 2, floor_error_db: float = 0.5,
+                       oversample: int = 1, floor_error_db: float = 0.5,
                        overwrite: bool = False, progress: bool = True) -> dict:
     """Write the channel-window dataset of ``n_scenes`` random scenes; returns dataset.json."""
     import h5py
@@ -258,7 +260,7 @@ def _jammer(rng, kind: str, fs: float, n: int):
 
 
 def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int = 128,
-                          jammer: str | None = None, jnr_db: float = 0.0, oversample: int = 2):
+                          jammer: str | None = None, jnr_db: float = 0.0, oversample: int = 1):
     """Channel windows of one scene, with a jammer added when ``jammer`` is given.
 
     Every cell is normal, except those whose window's view (the channel, widened by half a
@@ -295,7 +297,7 @@ def anomaly_scene_windows(scene, rng, *, n_channels: int = 16, window_len: int =
 
 def generate_anomaly_windows(out_dir: str, *, n_scenes: int, seed: int = 0,
                              n_channels: int = 16, window_len: int = 128, cells: int = 16,
-                             jnr_range=(-10.0, 10.0), rates=DEFAULT_RATES, oversample: int = 2,
+                             jnr_range=(-10.0, 10.0), rates=DEFAULT_RATES, oversample: int = 1,
                              overwrite: bool = False, progress: bool = True) -> dict:
     """Channel windows of normal scenes (as :func:`generate_occupancy` makes them) and of the
     same kind of scenes with a CW, chirp or pulsed jammer in half of them. Classes
