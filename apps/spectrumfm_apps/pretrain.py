@@ -260,14 +260,19 @@ def main(args) -> int:
         ctx.close()
         ds.close()
     if ctx.is_main:
-        how = "stopped early" if result.stopped_early else "done"
-        since = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
-        procs = f" in {ctx.world_size} processes" if ctx.world_size > 1 else ""
-        print(f"pretrained {args.model} on {args.data} ({len(train):,} windows{procs}): "
-              f"{result.epochs_completed} epochs, {result.steps} steps ({how}{since}); best "
-              f"val loss {result.best_val:.5f} at epoch {result.best_epoch}; "
-              f"{result.windows_per_s:,.0f} windows/s -> {Path(args.out) / 'model.safetensors'}")
+        print(summary(args.model, args.data, len(train), "windows", ctx, result, args.out))
     return 0
+
+
+def summary(name: str, data: str, n_train: int, unit: str, ctx, result, out) -> str:
+    """The line a finished pretraining run prints (rank 0), for either model family."""
+    how = "stopped early" if result.stopped_early else "done"
+    since = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
+    procs = f" in {ctx.world_size} processes" if ctx.world_size > 1 else ""
+    return (f"pretrained {name} on {data} ({n_train:,} {unit}{procs}): "
+            f"{result.epochs_completed} epochs, {result.steps} steps ({how}{since}); best "
+            f"val loss {result.best_val:.5f} at epoch {result.best_epoch}; "
+            f"{result.windows_per_s:,.0f} {unit}/s -> {Path(out) / 'model.safetensors'}")
 
 
 def _script(argv=None) -> int:

@@ -141,14 +141,9 @@ def run(args) -> int:
         ctx.close()
         ds.close()
     if ctx.is_main:
-        how = "stopped early" if result.stopped_early else "done"
-        since = f", resumed after epoch {result.resumed_from}" if result.resumed_from else ""
-        procs = f" in {ctx.world_size} processes" if ctx.world_size > 1 else ""
-        print(f"pretrained {args.model} ({args.stage}) on {args.data} ({len(train):,} "
-              f"spectrograms{procs}): {result.epochs_completed} epochs, {result.steps} steps "
-              f"({how}{since}); best val loss {result.best_val:.5f} at epoch "
-              f"{result.best_epoch}; {result.windows_per_s:,.0f} spectrograms/s -> "
-              f"{Path(args.out) / 'model.safetensors'}")
+        from spectrumfm_apps.pretrain import summary   # absolute: torchrun runs pretrain.py
+        print(summary(f"{args.model} ({args.stage})", args.data, len(train), "spectrograms",
+                      ctx, result, args.out))
     return 0
 
 

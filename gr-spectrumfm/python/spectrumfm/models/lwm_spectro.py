@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..spectrogram import WINDOWS, samples_for_frames, spectrogram_image
 from . import register_model
-from .patch_transformer import LORA_TARGETS, PatchEncoder, patchify
+from .patch_transformer import LORA_TARGETS, PatchEncoder, grid_problems, patchify
 
 __all__ = ["LWMSpectroConfig", "LWMSpectro", "ResCNNHead", "supcon_loss", "LORA_TARGETS",
            "FEATURE_RECIPE"]
@@ -94,13 +94,8 @@ class LWMSpectroConfig(_DictConfig):
     w_cont: float = 0.3        # lambda_cont (eq. 22, Table I)
 
     def __post_init__(self):
-        problems = []
-        P = self.patch_size
-        if P < 1 or self.n_frames % P or self.n_fft % P:
-            problems.append(f"image {self.n_frames} x {self.n_fft} does not split into "
-                            f"{P} x {P} patches")
-        if self.d_model % self.n_heads:
-            problems.append(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        problems = grid_problems(self.n_frames, self.n_fft, self.patch_size, self.d_model,
+                                 self.n_heads)
         if self.window not in WINDOWS:
             problems.append(f"window {self.window!r} is not one of {sorted(WINDOWS)}")
         if self.n_fft < self.win_length:
@@ -111,7 +106,7 @@ class LWMSpectroConfig(_DictConfig):
                             "finite with spec_std > 0")
         if not 0.0 < self.mask_ratio < 1.0:
             problems.append(f"mask_ratio {self.mask_ratio} must lie in (0, 1)")
-        elif P >= 1 and not 1 <= self.n_masked <= self.n_tokens - 1:
+        elif self.patch_size >= 1 and not 1 <= self.n_masked <= self.n_tokens - 1:
             problems.append(f"mask_ratio {self.mask_ratio} hides {self.n_masked} of "
                             f"{self.n_tokens} patches; at least one must be hidden and one seen")
         if not 0.0 <= self.dropout < 1.0:

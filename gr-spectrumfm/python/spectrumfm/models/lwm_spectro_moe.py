@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from .lwm_spectro import LWMSpectro, _DictConfig
-from .patch_transformer import PatchEncoder
+from .patch_transformer import PatchEncoder, grid_problems
 
 # The features every expert and the router must share: one image is computed per input and
 # given to all of them, so they must agree on what it means.
@@ -41,13 +41,8 @@ class RouterConfig(_DictConfig):
     dropout: float = 0.0
 
     def __post_init__(self):
-        problems = []
-        P = self.patch_size
-        if P < 1 or self.n_frames % P or self.n_fft % P:
-            problems.append(f"image {self.n_frames} x {self.n_fft} does not split into "
-                            f"{P} x {P} patches")
-        if self.d_model % self.n_heads:
-            problems.append(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        problems = grid_problems(self.n_frames, self.n_fft, self.patch_size, self.d_model,
+                                 self.n_heads)
         if min(self.n_experts, self.ff_dim, self.n_layers, self.n_frames, self.n_fft) < 1:
             problems.append("n_experts, ff_dim, n_layers, n_frames and n_fft must be positive")
         if not 0.0 <= self.dropout < 1.0:

@@ -19,6 +19,19 @@ from .spectrumfm import MultiHeadSelfAttention
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
 
+def grid_problems(n_frames: int, n_fft: int, patch_size: int, d_model: int,
+                  n_heads: int) -> list[str]:
+    """What is wrong with an encoder's image, patch and width settings (empty when nothing):
+    the config checks of LWM-Spectro and of its router."""
+    problems = []
+    P = patch_size
+    if P < 1 or n_frames % P or n_fft % P:
+        problems.append(f"image {n_frames} x {n_fft} does not split into {P} x {P} patches")
+    if d_model % n_heads:
+        problems.append(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+    return problems
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + MSA(LN(x))`` then ``x + FFN(LN(x))``, FFN with GELU (eq. 14)."""
 
