@@ -36,7 +36,7 @@ from spectrumfm.errors import InputError
 DESCRIPTION = ("Adapt a pretrained backbone to one task: SpectrumFM with LoRA (paper §II-C), "
                "LWM-Spectro with a frozen encoder, LoRA or full fine-tuning (§III-F).")
 
-TASK_CHOICES = ("modulation", "technology", "sensing", "anomaly")
+TASK_CHOICES = ("modulation", "technology", "sensing", "anomaly", "snr-mobility")
 # The split of a backbone that records none (pretrain records its own): split_indices'
 # default, the one `spectrumfm pretrain` uses.
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -161,7 +161,9 @@ def task_split(spec: str, data, *, window_len: int, fractions, seed: int, open_s
     (sensing's vacant / occupied, anomaly's normal / anomalous) would stratify differently
     and hand windows the backbone trained on to the test split. So the source windows are
     split as pretraining split them, and the windows a task adds after them (sensing's
-    pure-noise windows, appended by ``open_dataset``) are split among themselves.
+    pure-noise windows, appended by ``open_dataset``) are split among themselves. A task
+    that leaves windows out (snr-mobility: speeds of neither regime) keeps each remaining
+    window in its source window's part (``data.source_rows``).
     """
     from spectrumfm.data import open_dataset, split_indices
 
@@ -170,6 +172,11 @@ def task_split(spec: str, data, *, window_len: int, fractions, seed: int, open_s
         n = len(source)
         parts = split_indices(source.labels, source.snr_db, fractions, seed=seed,
                               groups=source.frame_index)
+    rows = getattr(data, "source_rows", None)
+    if rows is not None:
+        if len(rows) and rows.max() >= n:
+            raise InputError(f"{spec}: the task's dataset has windows its source lacks")
+        return tuple(np.flatnonzero(np.isin(rows, p)) for p in parts)
     if len(data) < n:
         raise InputError(f"{spec}: the task's dataset has fewer windows than its source")
     if len(data) > n:

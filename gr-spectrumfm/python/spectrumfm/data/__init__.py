@@ -9,9 +9,9 @@ torch is imported by ``IQDataset.torch()`` alone.
 from spectrumfm.data.dataset import IQDataset, LazyWindows
 from spectrumfm.data.radioml import RML2018_CLASSES
 from spectrumfm.data.readers import (
-    ANOMALY_CLASSES, KINDS, SENSING_CLASSES, TASKS, open_dataset,
+    ANOMALY_CLASSES, KINDS, SENSING_CLASSES, SNR_MOBILITY_CLASSES, TASKS, open_dataset,
 )
 from spectrumfm.data.split import split_indices
 
 __all__ = ["open_dataset", "IQDataset", "LazyWindows", "split_indices", "KINDS", "TASKS",
-           "RML2018_CLASSES", "SENSING_CLASSES", "ANOMALY_CLASSES"]
+           "RML2018_CLASSES", "SENSING_CLASSES", "ANOMALY_CLASSES", "SNR_MOBILITY_CLASSES"]

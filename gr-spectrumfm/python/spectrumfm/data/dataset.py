@@ -215,10 +215,18 @@ class IQDataset:
             each window was cut from; a frame's windows are consecutive, so whole-frame
             evaluation can vote over them.
         source: the dataset spec it was read from.
+        params: the source's other per-example numbers, each (n,) float32 per window, NaN
+            where an example has none (the generator's ``speed_kmh``, ``doppler_hz``,
+            ``cfo_hz``...); empty for sources that record none. They let a task label by
+            what made an example (the snr-mobility task reads ``speed_kmh``).
+        source_rows: (n,) int64 or None: where a task left windows out, the index of each
+            window in the dataset as read before the task, so a split made of that dataset
+            (pretraining's) can be followed; None when no window was left out.
+        left_out: how many windows of the dataset as read the task left out.
     """
 
     def __init__(self, iq, labels, snr_db, classes, *, samp_rate=None, frame_index=None,
-                 source: str = ""):
+                 source: str = "", params=None, source_rows=None, left_out: int = 0):
         n = len(iq)
         self.iq = iq
         self.labels = np.asarray(labels, dtype=np.int64).reshape(n)
@@ -228,6 +236,25 @@ class IQDataset:
         self.frame_index = (np.arange(n, dtype=np.int64) if frame_index is None
                             else np.asarray(frame_index, dtype=np.int64).reshape(n))
         self.source = source
+        self.params = {str(k): np.asarray(v, dtype=np.float32).reshape(n)
+                       for k, v in (params or {}).items()}
+        self.source_rows = (None if source_rows is None
+                            else np.asarray(source_rows, dtype=np.int64).reshape(n))
+        self.left_out = int(left_out)
+
+    def replace(self, **changes) -> "IQDataset":
+        """A dataset with the same windows and attributes but ``changes`` (keyword names of
+        the constructor): a reader's relabelling or cropping keeps everything else."""
+        kw = {"iq": self.iq, "labels": self.labels, "snr_db": self.snr_db,
+              "classes": self.classes, "samp_rate": self.samp_rate,
+              "frame_index": self.frame_index, "source": self.source, "params": self.params,
+              "source_rows": self.source_rows, "left_out": self.left_out}
+        unknown = set(changes) - set(kw)
+        if unknown:
+            raise TypeError(f"IQDataset.replace: unknown fields {sorted(unknown)}")
+        kw.update(changes)
+        iq, labels, snr_db, classes = (kw.pop(k) for k in ("iq", "labels", "snr_db", "classes"))
+        return IQDataset(iq, labels, snr_db, classes, **kw)
 
     @property
     def window_len(self) -> int:
@@ -256,9 +283,11 @@ class IQDataset:
             iq = _TakeWindows(self.iq.base, self.iq.indices[idx])
         else:
             iq = _TakeWindows(self.iq, idx)
-        return IQDataset(iq, self.labels[idx], self.snr_db[idx], self.classes,
-                         samp_rate=self.samp_rate, frame_index=self.frame_index[idx],
-                         source=self.source)
+        return self.replace(iq=iq, labels=self.labels[idx], snr_db=self.snr_db[idx],
+                            frame_index=self.frame_index[idx],
+                            params={k: v[idx] for k, v in self.params.items()},
+                            source_rows=None if self.source_rows is None
+                            else self.source_rows[idx])
 
     def torch(self):
         """This dataset as a ``torch.utils.data.Dataset`` (see :mod:`.torch_dataset`)."""
@@ -282,9 +311,11 @@ class IQDataset:
 
 
 def windows_from_frames(frames, frame_labels, frame_snr_db, classes, *, frame_len: int,
-                        window_len: int, samp_rate=None, source: str = "") -> IQDataset:
-    """Cut fixed-length frames into non-overlapping windows that inherit their frame's label
-    and SNR, as the SpectrumFM code cuts RadioML 2018's 1024-sample frames into 128.
+                        window_len: int, samp_rate=None, source: str = "",
+                        frame_params=None) -> IQDataset:
+    """Cut fixed-length frames into non-overlapping windows that inherit their frame's label,
+    SNR and ``frame_params`` (name -> (n_frames,) numbers), as the SpectrumFM code cuts
+    RadioML 2018's 1024-sample frames into 128.
 
     ``frames`` is a complex64 (n, frame_len) array, or a list of :class:`H5Rows` parts read
     lazily. Raises InputError naming ``source`` when the frames do not split evenly.
@@ -301,4 +332,6 @@ def windows_from_frames(frames, frame_labels, frame_snr_db, classes, *, frame_le
         n_frames = len(iq) // per
     return IQDataset(iq, np.repeat(frame_labels, per), np.repeat(frame_snr_db, per), classes,
                      samp_rate=samp_rate, source=source,
-                     frame_index=np.repeat(np.arange(n_frames, dtype=np.int64), per))
+                     frame_index=np.repeat(np.arange(n_frames, dtype=np.int64), per),
+                     params={k: np.repeat(np.asarray(v, np.float32), per)
+                             for k, v in (frame_params or {}).items()})

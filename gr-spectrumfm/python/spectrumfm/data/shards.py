@@ -4,6 +4,10 @@ Each ``DIR/*.h5`` holds ``iq`` (n, L) complex64, ``label`` (n,) int64, ``snr_db`
 and attributes ``classes`` (a JSON list of ids in label order) and ``samp_rate``;
 ``DIR/dataset.json`` describes the whole set. Labels and SNRs are read at once, samples on
 demand, so a set larger than memory opens in the time it takes to list its shards.
+
+The generator also writes one (n,) dataset per example parameter (``speed_kmh``,
+``doppler_hz``, ``cfo_hz``, ``sps``...); the numeric ones become the dataset's ``params``
+(NaN in the shards that lack one), so a task can label by them. Text columns are skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from spectrumfm.data.dataset import H5Rows, IQDataset, windows_from_frames
 from spectrumfm.errors import InputError
 
 __all__ = ["read_shards"]
+
+# Datasets of a shard that are not per-example parameters.
+_NOT_PARAMS = {"iq", "label", "snr_db"}
 
 
 def _classes(where: str, value) -> list[str]:
@@ -49,8 +56,21 @@ def _read_dataset_json(spec: str, path: str) -> dict:
     return info
 
 
+def _params(f, n: int) -> dict:
+    """A shard's numeric per-example columns: name -> (n,) float32 (booleans, text and
+    datasets of another shape are not parameters)."""
+    import h5py
+    out = {}
+    for key, ds in f.items():
+        if key in _NOT_PARAMS or not isinstance(ds, h5py.Dataset):
+            continue
+        if ds.shape == (n,) and ds.dtype.kind in "fiu":
+            out[key] = np.asarray(ds[...], dtype=np.float32)
+    return out
+
+
 def _open_shard(spec: str, path: str):
-    """One shard's (classes, samp_rate, length L, labels, SNRs), checked."""
+    """One shard's (classes, samp_rate, length L, labels, SNRs, params), checked."""
     import h5py
     name = f"{spec}: shard {os.path.basename(path)}"
     try:
@@ -86,7 +106,7 @@ def _open_shard(spec: str, path: str):
             raise InputError(f"{name}: attribute samp_rate must be a number") from None
         if rate is not None and not (math.isfinite(rate) and rate > 0):
             raise InputError(f"{name}: samp_rate must be positive, got {rate:g}")
-        return classes, rate, iq.shape[1], labels.astype(np.int64), snr
+        return classes, rate, iq.shape[1], labels.astype(np.int64), snr, _params(f, n)
 
 
 def read_shards(spec: str, path: str, *, window_len: int, whole_frames: bool) -> IQDataset:
@@ -98,10 +118,10 @@ def read_shards(spec: str, path: str, *, window_len: int, whole_frames: bool) ->
     if not files:
         raise InputError(f"{spec}: no *.h5 shards in the folder")
     info = _read_dataset_json(spec, os.path.join(path, "dataset.json"))
-    parts, labels, snrs = [], [], []
+    parts, labels, snrs, params = [], [], [], []
     classes = rate = length = None
     for shard in files:
-        c, r, L, lab, snr = _open_shard(spec, shard)
+        c, r, L, lab, snr, p = _open_shard(spec, shard)
         name = f"{spec}: shard {os.path.basename(shard)}"
         if classes is None:
             classes, rate, length, first = c, r, L, os.path.basename(shard)
@@ -114,10 +134,14 @@ def read_shards(spec: str, path: str, *, window_len: int, whole_frames: bool) ->
         parts.append(H5Rows(shard, "iq", len(lab)))
         labels.append(lab)
         snrs.append(snr)
+        params.append(p)
     declared = info.get("classes")
     if declared is not None and declared != classes:
         raise InputError(f"{spec}: dataset.json lists classes {declared}, the shards {classes}")
+    keys = sorted({k for p in params for k in p})
+    frame_params = {k: np.concatenate([p.get(k, np.full(len(lab), np.nan, np.float32))
+                                       for p, lab in zip(params, labels)]) for k in keys}
     return windows_from_frames(parts, np.concatenate(labels), np.concatenate(snrs), classes,
                                frame_len=length,
                                window_len=length if whole_frames else window_len,
-                               samp_rate=rate, source=spec)
+                               samp_rate=rate, source=spec, frame_params=frame_params)

@@ -3,7 +3,8 @@
 Layout (read back by ``open_dataset("shards:DIR")``)::
 
     DIR/shard-00000.h5 ...   iq (n, L) complex64, label (n,) int64, snr_db (n,) float32,
-                             one (n,) dataset per other example parameter (sps, cfo_hz, ...);
+                             one (n,) dataset per other example parameter (sps, cfo_hz,
+                             speed_kmh, ...: the data readers' ``params``);
                              attributes classes (JSON list, label order) and samp_rate (Hz)
     DIR/dataset.json         the recipe, the counts, every shard with its SHA-256
 

@@ -9,10 +9,12 @@ the noise inside its occupied bandwidth. The noise is white over the whole sampl
 its total power is ``Ps * samp_rate / (bandwidth * snr)``; a signal as wide as the rate has
 its in-band SNR equal to the ordinary one.
 
-Every numeric setting of :class:`Impairments` is a number or a ``[lo, hi]`` range drawn
-uniformly per example; the values used come back as numbers under the keys of
-:data:`PARAM_KEYS`, 0 (or NaN where ``None`` means off) for what is off, so a dataset can
-store one column per key.
+Every numeric setting of :class:`Impairments` is a number, a ``[lo, hi]`` range drawn
+uniformly per example, or ``{one_of: [v1, v2, ...]}``, one of the listed values drawn with
+equal chance per example (``speed_kmh: {one_of: [3, 120]}``: pedestrian or vehicular, with
+nothing in between, for a task whose classes are those regimes). The values used come back
+as numbers under the keys of :data:`PARAM_KEYS`, 0 (or NaN where ``None`` means off) for
+what is off, so a dataset can store one column per key.
 
 Multipath follows the 3GPP TR 38.901 (v17) tapped delay lines TDL-A, TDL-B and TDL-C (Tables
 7.7.2-1 to -3, all non-line-of-sight): the normalised delays are scaled by the delay spread,
@@ -32,15 +34,15 @@ import numpy as np
 from spectrumfm.errors import InputError
 from spectrumfm.synth.core import Signal
 
-__all__ = ["Impairments", "apply_channel", "add_awgn", "apply_receiver", "impair",
+__all__ = ["Impairments", "OneOf", "apply_channel", "add_awgn", "apply_receiver", "impair",
            "MULTIPATH_PROFILES", "PARAM_KEYS"]
 
 #: Multipath profiles; the ``multipath`` key of the used parameters is 1 + this index.
 MULTIPATH_PROFILES = ("tdl-a", "tdl-b", "tdl-c")
 #: The keys of the parameters ``impair`` reports, in order (channel, then receiver).
-PARAM_KEYS = ("multipath", "delay_spread_ns", "doppler_hz", "timing_offset", "sro_ppm",
-              "cfo_hz", "phase_deg", "phase_noise", "gain_change_db", "gain_change_at",
-              "iq_gain_db", "iq_phase_deg", "dc_offset_db", "clip_db")
+PARAM_KEYS = ("multipath", "delay_spread_ns", "speed_kmh", "doppler_hz", "timing_offset",
+              "sro_ppm", "cfo_hz", "phase_deg", "phase_noise", "gain_change_db",
+              "gain_change_at", "iq_gain_db", "iq_phase_deg", "dc_offset_db", "clip_db")
 
 _LIGHT_SPEED = 299_792_458.0
 _N_SINUSOIDS = 8           # per tap; enough for Rayleigh statistics and a Jakes spectrum
@@ -85,13 +87,24 @@ _BOUNDS = {"phase_noise": (0.0, math.inf), "delay_spread_ns": (0.0, math.inf),
            "speed_kmh": (0.0, math.inf), "carrier_hz": (0.0, math.inf),
            "timing_offset": (-1.0, 1.0)}
 _OPTIONAL = ("dc_offset_db", "clip_db")   # None is off
+_ONE_OF = "one_of"
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """A setting drawn per example among listed values, each with equal chance (the
+    ``{one_of: [...]}`` form): for settings whose values are regimes rather than a
+    continuum, such as pedestrian and vehicular speeds."""
+
+    values: tuple
 
 
 @dataclasses.dataclass
 class Impairments:
     """What happens to a waveform between transmitter and samples; every default is off.
 
-    Each numeric field is a number or a ``[lo, hi]`` range drawn uniformly per example.
+    Each numeric field is a number, a ``[lo, hi]`` range drawn uniformly per example, or
+    ``{"one_of": [v1, v2, ...]}`` (held as :class:`OneOf`), one of the values per example.
 
     Attributes:
         cfo_hz: carrier frequency offset (Hz).
@@ -114,20 +127,20 @@ class Impairments:
             None: off.
     """
 
-    cfo_hz: float | tuple = 0.0
-    phase_deg: float | tuple = 0.0
-    sro_ppm: float | tuple = 0.0
-    timing_offset: float | tuple = 0.0
-    phase_noise: float | tuple = 0.0
+    cfo_hz: float | tuple | OneOf = 0.0
+    phase_deg: float | tuple | OneOf = 0.0
+    sro_ppm: float | tuple | OneOf = 0.0
+    timing_offset: float | tuple | OneOf = 0.0
+    phase_noise: float | tuple | OneOf = 0.0
     multipath: str | None = None
-    delay_spread_ns: float | tuple = 100.0   # TR 38.901 "nominal"
-    speed_kmh: float | tuple = 0.0
-    carrier_hz: float | tuple = 2.4e9
-    iq_gain_db: float | tuple = 0.0
-    iq_phase_deg: float | tuple = 0.0
-    dc_offset_db: float | tuple | None = None
-    gain_change_db: float | tuple = 0.0
-    clip_db: float | tuple | None = None
+    delay_spread_ns: float | tuple | OneOf = 100.0   # TR 38.901 "nominal"
+    speed_kmh: float | tuple | OneOf = 0.0
+    carrier_hz: float | tuple | OneOf = 2.4e9
+    iq_gain_db: float | tuple | OneOf = 0.0
+    iq_phase_deg: float | tuple | OneOf = 0.0
+    dc_offset_db: float | tuple | OneOf | None = None
+    gain_change_db: float | tuple | OneOf = 0.0
+    clip_db: float | tuple | OneOf | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -157,14 +170,21 @@ class Impairments:
             raise InputError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict:
-        """The settings as plain JSON types (ranges as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        """The settings as plain JSON types, in the form :meth:`from_dict` reads back:
+        ranges as lists, :class:`OneOf` as ``{"one_of": [...]}``."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(v):
+    if isinstance(v, OneOf):
+        return {_ONE_OF: list(v.values)}
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _number(key: str, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise InputError(f"{key}: expected a number or [lo, hi], got {v!r}")
+        raise InputError(f"{key}: expected a number, [lo, hi] or {{one_of: [...]}}, "
+                         f"got {v!r}")
     v = float(v)
     lo, hi = _BOUNDS.get(key, (-math.inf, math.inf))
     if not (math.isfinite(v) and lo <= v <= hi):
@@ -173,10 +193,24 @@ def _number(key: str, v) -> float:
     return v
 
 
+def _one_of(key: str, v) -> OneOf:
+    """A checked ``{one_of: [...]}`` mapping (or a :class:`OneOf` already made)."""
+    values = v.values if isinstance(v, OneOf) else v.get(_ONE_OF)
+    if not isinstance(v, OneOf) and set(v) != {_ONE_OF}:
+        raise InputError(f"{key}: a choice is {{one_of: [v1, v2, ...]}} alone, got keys "
+                         f"{', '.join(map(str, v)) or 'none'}")
+    if not isinstance(values, (list, tuple)) or not values:
+        raise InputError(f"{key}: one_of needs a non-empty list of values, got {values!r}")
+    return OneOf(tuple(_number(key, x) for x in values))
+
+
 def _setting(key: str, v):
-    """A checked setting: a float, a (lo, hi) tuple, or None where None means off."""
+    """A checked setting: a float, a (lo, hi) tuple, a :class:`OneOf`, or None where None
+    means off."""
     if v is None and key in _OPTIONAL:
         return None
+    if isinstance(v, (dict, OneOf)):
+        return _one_of(key, v)
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
             raise InputError(f"{key}: a range is [lo, hi], got {len(v)} values")
@@ -188,7 +222,10 @@ def _setting(key: str, v):
 
 
 def _draw(rng: np.random.Generator, v):
-    """One value of a setting: ranges are drawn, numbers (and None) are as they are."""
+    """One value of a setting: ranges and choices are drawn, numbers (and None) are as they
+    are."""
+    if isinstance(v, OneOf):
+        return v.values[int(rng.integers(len(v.values)))]
     return float(rng.uniform(*v)) if isinstance(v, tuple) else v
 
 
@@ -290,10 +327,10 @@ def _paths(rng, samp_rate: float, imp: Impairments, used: dict):
     direct path when multipath is off."""
     if imp.multipath is None:
         return np.zeros(1), np.ones(1), 0.0
-    spread = _draw(rng, imp.delay_spread_ns)
-    doppler = _draw(rng, imp.speed_kmh) / 3.6 * _draw(rng, imp.carrier_hz) / _LIGHT_SPEED
+    spread, speed = _draw(rng, imp.delay_spread_ns), _draw(rng, imp.speed_kmh)
+    doppler = speed / 3.6 * _draw(rng, imp.carrier_hz) / _LIGHT_SPEED
     used.update(multipath=1 + MULTIPATH_PROFILES.index(imp.multipath),
-                delay_spread_ns=spread, doppler_hz=doppler)
+                delay_spread_ns=spread, speed_kmh=speed, doppler_hz=doppler)
     delay, power = _TDL[imp.multipath]
     return delay * spread * 1e-9 * samp_rate, power, doppler / samp_rate
 
@@ -314,7 +351,8 @@ def apply_channel(x: np.ndarray, rng: np.random.Generator, samp_rate: float,
         ``(samples complex64, used)``, ``used`` holding the channel's :data:`PARAM_KEYS`.
     """
     n = len(x)
-    used = {"multipath": 0, "delay_spread_ns": math.nan, "doppler_hz": math.nan}
+    used = {"multipath": 0, "delay_spread_ns": math.nan, "speed_kmh": math.nan,
+            "doppler_hz": math.nan}
     delay, power, nu = _paths(rng, samp_rate, imp, used)
     tau, sro = _draw(rng, imp.timing_offset), _draw(rng, imp.sro_ppm)
     if imp.multipath is not None or tau or sro:

@@ -114,9 +114,7 @@ def open_examples(spec: str, config, *, allow_fit: bool = True, task: str | None
                          f"({config.input_len} samples at hop {config.hop}); {how}")
     n = fitted.input_len
     iq = ds.iq[:, :n] if isinstance(ds.iq, np.ndarray) else _FirstSamples(ds.iq, n)
-    ds = IQDataset(iq, ds.labels, ds.snr_db, ds.classes, samp_rate=ds.samp_rate,
-                   frame_index=ds.frame_index, source=ds.source)
-    return ds, fitted, length
+    return ds.replace(iq=iq), fitted, length
 
 
 class ExampleBatches:
