@@ -7,7 +7,7 @@ BUILD     := build
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS  := gnuradio python3-venv cmake make soapysdr-tools python3-soapysdr \
              soapysdr-module-rtlsdr soapysdr-module-uhd gr-osmosdr xvfb python3-zmq \
-             python3-scipy python3-pyqtgraph python3-yaml
+             python3-scipy python3-pyqtgraph python3-yaml python3-matplotlib
 PYTEST    ?= $(PY) -m pytest
 # Tests marked slow, gpu or hardware are left out of the default run: `make test-all` runs
 # them (hardware tests skip when no radio is attached).

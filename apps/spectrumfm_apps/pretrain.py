@@ -5,6 +5,8 @@ or of an LWM-Spectro spectrogram encoder (its paper's §III, in :mod:`.pretrain_
     spectrumfm pretrain --model lwm-spectro-tiny --data shards:data/gen --epochs 50 --out runs/s1
     spectrumfm pretrain --model lwm-spectro-tiny --stage contrastive --init runs/s1 \
         --data shards:data/gen --epochs 50 --out runs/s2
+    spectrumfm pretrain --model lwm-spectro-tiny --experts wifi,lte,nr \
+        --data shards:data/tech --epochs 50 --out runs/moe          (mixture of experts)
     torchrun --nproc_per_node 2 .venv/bin/spectrumfm pretrain ...      (DDP, one process a GPU)
 
 SpectrumFM: masked reconstruction plus next-slot prediction on unlabelled windows; the labels
@@ -99,6 +101,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                      "the model's, 0.2)")
     lwm.add_argument("--hop", type=int, help="STFT hop in samples (default: the model's, 64, "
                      "lowered to fit short examples); not with --init")
+    lwm.add_argument("--experts", metavar="A,B,...", help="train LWM-Spectro's mixture of "
+                     "experts instead (its paper's section IV): one expert per named class "
+                     "(e.g. wifi,lte,nr), pretrained on that class's examples only into "
+                     "OUT/experts/NAME, then the router alone on a balanced mix with the "
+                     "experts frozen; the mixture is saved in OUT, the router's accuracy in "
+                     "OUT/router.json. Other classes are left out")
+    lwm.add_argument("--router-epochs", type=int, metavar="N", help="with --experts: most "
+                     "epochs of router training (default: --epochs)")
     return p
 
 
@@ -129,7 +139,8 @@ class WindowBatches:
 # SpectrumFM's defaults for the options whose LWM-Spectro defaults differ.
 SPECTRUMFM_LR = 1e-3
 SPECTRUMFM_WARMUP = 100
-_SPECTROGRAM_ONLY = ("stage", "init", "w_cont", "temperature", "hop")
+_SPECTROGRAM_ONLY = ("stage", "init", "w_cont", "temperature", "hop", "experts",
+                     "router_epochs")
 
 
 def pretrain_loss(model, iq, generator=None):

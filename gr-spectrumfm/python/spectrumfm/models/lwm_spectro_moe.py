@@ -4,6 +4,12 @@ One :class:`~spectrumfm.models.lwm_spectro.LWMSpectro` expert per protocol famil
 ``lte``, ``nr``), each pretrained on its family; a small :class:`Router` trained with the
 experts frozen, on a balanced mix, to name the family; at inference only the chosen expert
 runs on each image, so the cost is one expert plus the router, not all of them (§IV-D).
+
+A trained mixture is one checkpoint (``arch`` :data:`MOE_ARCH`): :meth:`LWMSpectroMoE.
+checkpoint_config` and :meth:`LWMSpectroMoE.from_config` are what
+:func:`spectrumfm.train.save_pretrained` and :func:`~spectrumfm.train.load_pretrained` read
+and write. It is not in the model registry: a mixture is assembled from trained experts
+(:mod:`spectrumfm.train.lwm_moe`), never built from a size name.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .lwm_spectro import LWMSpectro, _DictConfig
+from . import create_model
+from .lwm_spectro import FEATURE_RECIPE, LWMSpectro, _DictConfig
 from .patch_transformer import PatchEncoder, grid_problems
 
 # The features every expert and the router must share: one image is computed per input and
 # given to all of them, so they must agree on what it means.
 _FEATURE_FIELDS = ("n_frames", "n_fft", "win_length", "hop", "window", "spec_mean", "spec_std")
+
+# The ``arch`` of a mixture's config.json; its experts' own registry name is inside.
+MOE_ARCH = "lwm-spectro-moe"
 
 
 @dataclass
@@ -82,9 +92,14 @@ class LWMSpectroMoE(nn.Module):
             (including the normalisation statistics, computed once over the mixed corpus),
             the patch grid and d, so their tokens are interchangeable for a head.
         router: a :class:`Router` with one output per expert and the experts' image size.
+        expert_arch: the experts' registry name (e.g. ``"lwm-spectro-tiny"``), which a
+            checkpoint needs to rebuild them; None for a mixture that is never saved.
     """
 
-    def __init__(self, experts: Mapping[str, LWMSpectro], router: Router):
+    feature_recipe = FEATURE_RECIPE
+
+    def __init__(self, experts: Mapping[str, LWMSpectro], router: Router,
+                 expert_arch: str | None = None):
         super().__init__()
         if not experts:
             raise ValueError("an MoE needs at least one expert")
@@ -103,8 +118,49 @@ class LWMSpectroMoE(nn.Module):
             raise ValueError(f"router reads {router.config.n_frames} x {router.config.n_fft} "
                              f"images, the experts {first.n_frames} x {first.n_fft}")
         self.expert_names = names
+        self.expert_arch = expert_arch
         self.experts = nn.ModuleDict(experts)
         self.router = router
+
+    def checkpoint_config(self) -> dict:
+        """The ``model_config`` of a checkpoint: the experts' registry name, their names in
+        router order, each expert's full config (features included) and the router's."""
+        if self.expert_arch is None:
+            raise ValueError("this mixture was built without expert_arch; it cannot be saved")
+        return {"expert_arch": self.expert_arch, "expert_names": list(self.expert_names),
+                "experts": {n: self.experts[n].config.to_dict() for n in self.expert_names},
+                "router": self.router.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "LWMSpectroMoE":
+        """A mixture with fresh weights from :meth:`checkpoint_config`'s dict.
+
+        Raises:
+            ValueError: a missing or malformed entry, or experts and router that do not fit
+                together (the constructor's checks), naming what is wrong.
+        """
+        want = {"expert_arch", "expert_names", "experts", "router"}
+        if not isinstance(config, Mapping) or set(config) != want:
+            got = sorted(config) if isinstance(config, Mapping) else type(config).__name__
+            raise ValueError(f"a mixture's model_config needs exactly {sorted(want)}, got {got}")
+        names, configs = config["expert_names"], config["experts"]
+        if not isinstance(configs, Mapping) or list(names) != list(configs):
+            raise ValueError(f"expert_names {names} do not name the experts' configs in order")
+        experts = {}
+        for name in names:
+            expert = create_model(config["expert_arch"], **configs[name])
+            if not isinstance(expert, LWMSpectro):
+                raise ValueError(f"expert_arch {config['expert_arch']!r} is not LWM-Spectro")
+            experts[name] = expert
+        return cls(experts, Router(RouterConfig.from_dict(config["router"])),
+                   expert_arch=config["expert_arch"])
+
+    @staticmethod
+    def checkpoint_features(config: Mapping) -> dict:
+        """The ``features`` entry of config.json: the experts' own (they share them), so
+        code that reads an LWM-Spectro checkpoint's input reads a mixture's the same way."""
+        first = config["experts"][config["expert_names"][0]]
+        return LWMSpectro.checkpoint_features(first)
 
     @property
     def config(self):
@@ -116,7 +172,8 @@ class LWMSpectroMoE(nn.Module):
         return self.experts[self.expert_names[0]].features(iq)
 
     def active_parameters(self) -> int:
-        """Parameters one input runs through: the router plus the largest expert."""
+        """Parameters one input runs through: the router plus the largest expert's encoder
+        (the experts' pretraining decoders and projections never run here)."""
         count = lambda m: sum(p.numel() for p in m.parameters())          # noqa: E731
         return count(self.router) + max(count(e.encoder) for e in self.experts.values())
 

@@ -11,6 +11,11 @@ A shipped model is a folder that rebuilds itself:
   plus whatever the trainer adds (data spec, class names, metrics);
 * ``README.md``: a short model card for people, generated from the same facts.
 
+LWM-Spectro's mixture of experts is saved the same way under ``arch`` ``"lwm-spectro-moe"``:
+its ``model_config`` holds the experts' registry name, their names in router order, each
+expert's config and the router's (:meth:`~spectrumfm.models.LWMSpectroMoE.checkpoint_config`),
+and its card gives the parameters one input runs through beside the total.
+
 The resumable state of a run, ``train_state.pt``, also holds optimiser moments, the schedule
 and RNG states. It is written with ``torch.save`` but only ever read back with
 ``torch.load(weights_only=True)``, so every value in it is a tensor, a number, a string, None
@@ -73,8 +78,10 @@ def save_pretrained(out_dir, model: nn.Module, *, arch: str, config: dict | None
     Args:
         out_dir: folder, created if needed.
         model: the model (a DDP wrapper is unwrapped).
-        arch: its registry name, e.g. ``"spectrumfm-tiny"``.
-        config: its config as a dict; default ``model.config.to_dict()``.
+        arch: its registry name, e.g. ``"spectrumfm-tiny"``, or ``"lwm-spectro-moe"`` for
+            an LWM-Spectro mixture of experts (rebuilt from its config, not the registry).
+        config: its config as a dict; default ``model.checkpoint_config()`` where the model
+            has one (a mixture of experts), else ``model.config.to_dict()``.
         extra: more top-level JSON keys (data spec, class names, metrics); may not reuse
             the reserved keys above.
 
@@ -86,7 +93,10 @@ def save_pretrained(out_dir, model: nn.Module, *, arch: str, config: dict | None
     from spectrumfm import __version__
 
     model = _unwrap(model)
-    config = dict(model.config.to_dict() if config is None else config)
+    if config is None:
+        own = getattr(model, "checkpoint_config", None)   # a mixture: no one dataclass
+        config = own() if own is not None else model.config.to_dict()
+    config = dict(config)
     clash = sorted(set(extra or {}) & set(_RESERVED))
     if clash:
         raise ValueError(f"extra keys {clash} would overwrite checkpoint fields")
@@ -111,11 +121,13 @@ def save_pretrained(out_dir, model: nn.Module, *, arch: str, config: dict | None
     _atomic_write(out / CONFIG_FILE,
                   lambda p: p.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
     n_params = sum(v.numel() for v in tensors.values())
-    _atomic_write(out / CARD_FILE, lambda p: p.write_text(_model_card(meta, n_params)))
+    active = getattr(model, "active_parameters", None)
+    card = _model_card(meta, n_params, active() if active is not None else None)
+    _atomic_write(out / CARD_FILE, lambda p: p.write_text(card))
     return out
 
 
-def _model_card(meta: dict, n_params: int) -> str:
+def _model_card(meta: dict, n_params: int, n_active: int | None = None) -> str:
     skip = {"model_config", "command"}
     features = meta["features"]
     if features["recipe"] == FEATURE_RECIPE:
@@ -124,8 +136,12 @@ def _model_card(meta: dict, n_params: int) -> str:
         how = f"the `{features['recipe']}` features"
         if features.get("image"):
             how += f", as {' x '.join(map(str, features['image']))} images"
+    count = f"{n_params:,} parameters"
+    if n_active is not None:   # a top-1 mixture: the cost of one input is not the total
+        count += (f" in all, {n_active:,} active per input (the router and the one expert it "
+                  "picks)")
     lines = [f"# {meta['arch']}", "",
-             f"{n_params:,} parameters; input: {features['window_len']}-sample complex "
+             f"{count}; input: {features['window_len']}-sample complex "
              f"windows through {how}.",
              "", "Load with `spectrumfm.train.load_pretrained(this_folder)`.", "",
              "Trained by:", "", "    " + meta["command"], ""]
@@ -233,7 +249,8 @@ def load_pretrained(path, *, map_location="cpu") -> tuple[nn.Module, dict]:
         map_location: device for the weights and the model.
 
     Returns:
-        ``(model in eval mode, the parsed config.json)``.
+        ``(model in eval mode, the parsed config.json)``; for ``arch`` ``"lwm-spectro-moe"``
+        an :class:`~spectrumfm.models.LWMSpectroMoE` with its experts and router.
 
     Raises:
         InputError: a missing or malformed file, an unknown architecture, or weights that
@@ -242,7 +259,8 @@ def load_pretrained(path, *, map_location="cpu") -> tuple[nn.Module, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from spectrumfm.models import create_model
+    from spectrumfm.models import LWMSpectroMoE, create_model
+    from spectrumfm.models.lwm_spectro_moe import MOE_ARCH
 
     folder = Path(path)
     if folder.is_file() and folder.name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -251,8 +269,11 @@ def load_pretrained(path, *, map_location="cpu") -> tuple[nn.Module, dict]:
         raise InputError(f"{folder}: no such checkpoint folder")
     meta = _read_config(folder / CONFIG_FILE)
     try:
-        model = create_model(meta["arch"], **meta["model_config"])
-    except (ValueError, TypeError) as exc:
+        if meta["arch"] == MOE_ARCH:
+            model = LWMSpectroMoE.from_config(meta["model_config"])
+        else:
+            model = create_model(meta["arch"], **meta["model_config"])
+    except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{folder / CONFIG_FILE}: {exc}") from None
     computes = getattr(model, "feature_recipe", FEATURE_RECIPE)
     recipe = (meta.get("features") or {}).get("recipe", computes)
