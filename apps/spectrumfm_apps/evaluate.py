@@ -34,7 +34,8 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                                           description=DESCRIPTION)
     p.add_argument("--model", required=True, metavar="DIR",
                    help="adapter folder (finetune --out); with --scenes, a model name or "
-                        "folder (models/spectrumfm-tiny)")
+                        "folder (models/spectrumfm-tiny); with --few-shot, the pretrained "
+                        "LWM-Spectro checkpoint (pretrain --out) or a shipped model's name")
     p.add_argument("--data", metavar="SPEC",
                    help="rml2016:PATH, rml2018:PATH, shards:DIR or sigmf:PATH")
     p.add_argument("--scenes", type=int, metavar="N",
@@ -59,7 +60,44 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--pfa", type=float, default=0.1,
                    help="false-alarm rate for the sensing Pd figure (default %(default)s)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    _few_shot_options(p)
     return p
+
+
+def _few_shot_options(p: argparse.ArgumentParser) -> None:
+    # LWM-Spectro's few-shot protocol (paper §V), run by .few_shot.
+    g = p.add_argument_group("few-shot protocol (--few-shot; see spectrumfm_apps.few_shot)")
+    g.add_argument("--few-shot", metavar="LIST",
+                   help="instead of scoring an adapter: train the frozen encoder's head, the "
+                        "fine-tuned encoder and a CNN from scratch on N examples per class, for "
+                        "each N of LIST (e.g. 2,5,10,20,50,100,200,400), and score them on "
+                        "--data")
+    g.add_argument("--trials", type=int, default=5,
+                   help="random splits per N, for mean and std (default %(default)s)")
+    g.add_argument("--methods", default="frozen,finetuned,cnn",
+                   help="which of frozen, finetuned, cnn to run (default %(default)s)")
+    g.add_argument("--epochs", type=int, default=8,
+                   help="most epochs per training; early stopping on the validation loss "
+                        "(default %(default)s, the paper's)")
+    g.add_argument("--n-val", type=int, default=20,
+                   help="validation examples per class for early stopping: min(N, this) at "
+                        "each N (default %(default)s)")
+    g.add_argument("--n-test", type=int, default=100,
+                   help="test examples per class, the same at every N of a trial "
+                        "(default %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3,
+                   help="AdamW rate of the head and the CNN; the fine-tuned encoder gets a "
+                        "tenth (default %(default)s)")
+    g.add_argument("--train-batch", type=int, default=32,
+                   help="training batch of every method (default %(default)s); --batch is "
+                        "the inference batch")
+    g.add_argument("--task", default=None,
+                   help="relabel --data for a task (modulation, technology, sensing, ...); "
+                        "default: the dataset's own classes")
+    g.add_argument("--seed", type=int, default=0, help="seeds the splits and the training "
+                   "(default %(default)s)")
+    g.add_argument("--out", metavar="DIR",
+                   help="folder for few_shot.json, few_shot.md and few_shot.png")
 
 
 def add_parser(sub):
@@ -195,6 +233,9 @@ def main(args) -> int:
     from spectrumfm.tasks import predict
     from spectrumfm.train import resolve_device
 
+    if getattr(args, "few_shot", None) is not None:
+        from . import few_shot
+        return few_shot.main(args)
     if args.scenes is not None:
         import os
 

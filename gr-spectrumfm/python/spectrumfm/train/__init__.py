@@ -11,8 +11,10 @@ from .checkpoint import (CONFIG_FILE, FEATURE_RECIPE, STATE_FILE, WEIGHTS_FILE,
                          save_train_state)
 from .engine import (DistContext, FitResult, NonFiniteLossError, TrainConfig, fit,
                      init_distributed, resolve_device, seed_everything, warmup_cosine)
+from .few_shot import FewShotConfig, TooFewExamplesError, few_shot_split, run_trial
 
 __all__ = ["CONFIG_FILE", "FEATURE_RECIPE", "STATE_FILE", "WEIGHTS_FILE", "describe_mismatch",
            "load_pretrained", "load_train_state", "save_pretrained", "save_train_state",
            "DistContext", "FitResult", "NonFiniteLossError", "TrainConfig", "fit",
-           "init_distributed", "resolve_device", "seed_everything", "warmup_cosine"]
+           "init_distributed", "resolve_device", "seed_everything", "warmup_cosine",
+           "FewShotConfig", "TooFewExamplesError", "few_shot_split", "run_trial"]
