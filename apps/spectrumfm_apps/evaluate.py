@@ -26,7 +26,8 @@ from spectrumfm.errors import InputError
 
 from .finetune import DEFAULT_FRACTIONS, task_split
 
-DESCRIPTION = "Score a fine-tuned adapter on a dataset."
+DESCRIPTION = ("Score a fine-tuned adapter on a dataset; with --scenes, occupancy against the "
+               "energy detector; with --few-shot, LWM-Spectro's few-shot protocol.")
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -101,7 +102,7 @@ def _few_shot_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub):
-    p = sub.add_parser("evaluate", help="score a fine-tuned adapter on a dataset",
+    p = sub.add_parser("evaluate", help="score an adapter on a dataset (or --scenes, --few-shot)",
                        description=DESCRIPTION)
     get_args_parser(p)
     p.set_defaults(func=main)

@@ -1,10 +1,12 @@
 """Downstream tasks over the SpectrumFM encoder (paper §II-C): heads and losses.
 
-Four tasks, each producing per-window logits ``(B, n_classes)`` from a :class:`TaskModel`:
+Five tasks, each producing per-window logits ``(B, n_classes)`` from a :class:`TaskModel`:
 
 * ``modulation``, ``technology``: one class per modulation / wireless technology;
 * ``sensing``: two classes, vacant and occupied;
-* ``anomaly``: two classes, normal and anomalous.
+* ``anomaly``: two classes, normal and anomalous;
+* ``snr-mobility``: LWM-Spectro's joint SNR bin x mobility regime, six classes
+  (:data:`spectrumfm.data.readers.SNR_MOBILITY_CLASSES`).
 
 The classification tasks read the encoder tokens with a GRU then a linear layer
 (:class:`~spectrumfm.models.GRUHead`), as the paper does for sensing and technology and the
