@@ -277,6 +277,10 @@ def test_014_unknown_model_lists_the_shipped_ones(monkeypatch, tmp_path):
         (tmp_path / name / "config.json").write_text("{}")
     (tmp_path / "not-a-model").mkdir()
     monkeypatch.setenv("SPECTRUMFM_MODELS", str(tmp_path))
+    # An application run in-process earlier in the session (evaluate, classify...) registers
+    # the installed models folder; this test lists only the folder it made.
+    from spectrumfm.infer import bundle
+    monkeypatch.setattr(bundle, "_search_dirs", [])
     with pytest.raises(InputError) as e:
         load_bundle("spectrumfm-huge", None, "cpu")
     assert _one_line(e) == ("--model spectrumfm-huge: no such model folder and no shipped model "
