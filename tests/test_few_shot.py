@@ -173,6 +173,32 @@ def test_006_pooled_embeddings_give_the_head_the_same_logits_as_tokens():
     torch.testing.assert_close(head(tokens), head(tokens.mean(dim=1, keepdim=True)))
 
 
+def test_006b_the_linear_probe_reads_coordinates_the_paper_head_cannot():
+    # Two classes that differ only in which embedding coordinate is raised: the linear probe
+    # separates them at once; the pooled vector's values are a permutation of each other's.
+    from spectrumfm.train.few_shot import LinearProbe
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 32)
+    y = torch.arange(64) % 2
+    x[y == 0, 0, 10] = 3.0
+    x[y == 1, 0, 20] = 3.0
+    # The paper head's five convolutions reach 5 coordinates either side of the raised one,
+    # clear of the edges' padding: shift-equivariant convolutions, then the average over
+    # coordinates, give both classes the same logits whatever the weights.
+    head = ResCNNHead(32, 2).eval()
+    torch.testing.assert_close(head(x[:1]), head(x[1:2]))
+    probe = LinearProbe(32, 2)
+    assert probe(torch.randn(5, 7, 32)).shape == (5, 2)
+    opt = torch.optim.AdamW(probe.parameters(), lr=0.05)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(probe(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (probe(x).argmax(dim=1) == y).all()
+
+
 def test_007_a_mixture_of_experts_runs_frozen_and_cnn_only(tiny):
     from spectrumfm.train.lwm import open_examples
 
@@ -218,7 +244,7 @@ def test_008_end_to_end_writes_json_md_png_for_every_method_and_n(tiny, capsys):
         (n, m, 2) for n in (2, 4) for m in METHODS]
     assert set(report["seconds"]) == {*METHODS, "total"}
     md = (out / "few_shot.md").read_text()
-    assert md.count("±") == 2 * 2 * 3 and re.search(r"^\| 2 \| ", md, re.M)
+    assert md.count("±") == 2 * 2 * len(METHODS) and re.search(r"^\| 2 \| ", md, re.M)
     assert "chance level 0.333" in md and "2 of 2 trials" in md and md in stdout
     assert (out / "few_shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -270,10 +296,11 @@ def test_010_a_mixture_checkpoint_runs_without_finetuned(tiny, capsys):
     assert rc == 0, err
     assert "note: fine-tuning a mixture of experts is not offered" in err
     report = json.loads((out / "few_shot.json").read_text())
-    assert report["model"]["kind"] == "moe" and report["settings"]["methods"] == ["frozen", "cnn"]
-    assert {r["method"] for r in report["runs"]} == {"frozen", "cnn"}
+    assert report["model"]["kind"] == "moe"
+    assert report["settings"]["methods"] == ["frozen", "linear", "cnn"]
+    assert {r["method"] for r in report["runs"]} == {"frozen", "linear", "cnn"}
     assert "Note: fine-tuning a mixture of experts is not offered" in stdout
     rc, _, err = _cli(capsys, "--few-shot", 2, "--methods", "finetuned", "--model", ckpt,
                       "--data", tiny["data"], "--out", out, "--device", "cpu")
     assert rc == 2 and err.count("\n") == 1, err
-    assert err.endswith("finetuned is not offered for it (use frozen or cnn)\n")
+    assert err.endswith("finetuned is not offered for it (use frozen, linear or cnn)\n")

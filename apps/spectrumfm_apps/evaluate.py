@@ -69,14 +69,15 @@ def _few_shot_options(p: argparse.ArgumentParser) -> None:
     # LWM-Spectro's few-shot protocol (paper §V), run by .few_shot.
     g = p.add_argument_group("few-shot protocol (--few-shot; see spectrumfm_apps.few_shot)")
     g.add_argument("--few-shot", metavar="LIST",
-                   help="instead of scoring an adapter: train the frozen encoder's head, the "
+                   help="instead of scoring an adapter: train the frozen encoder's heads, the "
                         "fine-tuned encoder and a CNN from scratch on N examples per class, for "
                         "each N of LIST (e.g. 2,5,10,20,50,100,200,400), and score them on "
                         "--data")
     g.add_argument("--trials", type=int, default=5,
                    help="random splits per N, for mean and std (default %(default)s)")
-    g.add_argument("--methods", default="frozen,finetuned,cnn",
-                   help="which of frozen, finetuned, cnn to run (default %(default)s)")
+    g.add_argument("--methods", default="frozen,linear,finetuned,cnn",
+                   help="which of frozen (the paper's head on the frozen encoder), linear (a "
+                        "linear probe on it), finetuned and cnn to run (default %(default)s)")
     g.add_argument("--epochs", type=int, default=8,
                    help="most epochs per training; early stopping on the validation loss "
                         "(default %(default)s, the paper's)")

@@ -5,9 +5,10 @@
 
 On a dataset from a scenario the encoder never saw: for every N per class and trial, a
 stratified train / validation / test split kept apart by frame, then the frozen encoder with
-the paper's head (``frozen``, "LWM"), the encoder fine-tuned with it (``finetuned``,
-"LWM_FT") and a CNN from scratch on the same images (``cnn``, "Deep CNN") each trained on
-the N examples per class and scored on the test part (:mod:`spectrumfm.train.few_shot`).
+the paper's head (``frozen``, "LWM"), a linear probe on the same frozen embeddings
+(``linear``, ours), the encoder fine-tuned with the paper's head (``finetuned``, "LWM_FT")
+and a CNN from scratch on the same images (``cnn``, "Deep CNN") each trained on the N
+examples per class and scored on the test part (:mod:`spectrumfm.train.few_shot`).
 
 Within a trial the test part is the same at every N and the training sets are nested, so
 the curves compare training-set sizes and nothing else; the validation part at N is
@@ -35,8 +36,9 @@ import numpy as np
 
 from spectrumfm.errors import InputError
 
-LABELS = {"frozen": "frozen (LWM)", "finetuned": "fine-tuned (LWM_FT)", "cnn": "CNN (scratch)"}
-COLORS = {"frozen": "C0", "finetuned": "C1", "cnn": "C2"}   # the same in every run's plot
+LABELS = {"frozen": "frozen (LWM)", "linear": "frozen, linear probe",
+          "finetuned": "fine-tuned (LWM_FT)", "cnn": "CNN (scratch)"}
+COLORS = {"frozen": "C0", "linear": "C3", "finetuned": "C1", "cnn": "C2"}  # fixed across plots
 
 
 def parse_counts(text: str) -> list[int]:
@@ -255,7 +257,7 @@ def main(args) -> int:
     if kind == "moe" and "finetuned" in methods:
         if methods == ["finetuned"]:
             raise InputError(f"--model {args.model}: a mixture of experts; --methods finetuned "
-                             "is not offered for it (use frozen or cnn)")
+                             "is not offered for it (use frozen, linear or cnn)")
         methods.remove("finetuned")
         notes.append("fine-tuning a mixture of experts is not offered: the finetuned method "
                      "was left out")

@@ -12,6 +12,11 @@ part, early-stopped on the validation part and scored on the test part:
 * ``finetuned`` ("LWM_FT"): encoder and head trained jointly from a fresh copy of the
   pretrained weights for each (N, trial), the encoder at a tenth of the head's learning
   rate (the paper's "reduced learning rates").
+* ``linear`` (not in the paper): the same frozen embeddings, layer-normalised, into one linear
+  layer. The §III-F head convolves along the d channels of the pooled vector and averages
+  over them, which reads shift-invariant patterns of the embedding rather than its
+  coordinates; the linear probe tells whether a weak ``frozen`` score is the encoder's or
+  that head's.
 * ``cnn`` ("Deep CNN"): :class:`~spectrumfm.models.spectrogram_cnn.SpectrogramCNN` from
   scratch on the same normalised images.
 
@@ -45,11 +50,13 @@ from spectrumfm.models.spectrogram_cnn import SpectrogramCNN
 
 from .engine import NonFiniteLossError
 
-__all__ = ["METHODS", "FewShotConfig", "TooFewExamplesError", "few_shot_split", "encoder_kind",
+__all__ = ["METHODS", "EMBEDDING_METHODS", "FewShotConfig", "LinearProbe", "TooFewExamplesError", "few_shot_split", "encoder_kind",
            "encode", "ExampleImages", "EmbeddingCache", "train_and_score", "run_trial",
            "summarise"]
 
-METHODS = ("frozen", "finetuned", "cnn")
+METHODS = ("frozen", "linear", "finetuned", "cnn")
+_SEED_INDEX = {"frozen": 0, "finetuned": 1, "cnn": 2, "linear": 3}   # fixed as methods are added
+EMBEDDING_METHODS = ("frozen", "linear")     # the frozen encoder's cached embeddings
 
 
 @dataclass
@@ -242,6 +249,20 @@ class _FineTuned(nn.Module):
         return self.head(encode(self.encoder, images))
 
 
+class LinearProbe(nn.Module):
+    """Tokens (B, N, d) -> mean over tokens -> LayerNorm (no gain) -> linear: the textbook
+    probe of a frozen encoder. The norm is per example, so no batch statistics are needed
+    at 2 examples per class."""
+
+    def __init__(self, d_model: int, n_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.classifier = nn.Linear(d_model, n_classes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.classifier(self.norm(tokens.mean(dim=1)))
+
+
 def _groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     # Decay on biases and norm gains only pulls them to zero (as the engine's _param_groups).
     params = [p for p in module.parameters() if p.requires_grad]
@@ -323,7 +344,7 @@ def train_and_score(net: nn.Module, param_groups: list[dict], data: dict, classe
 
 
 def _run_seed(seed: int, trial: int, n: int, method: str) -> int:
-    return int(np.random.SeedSequence([seed, trial, n, METHODS.index(method)])
+    return int(np.random.SeedSequence([seed, trial, n, _SEED_INDEX[method]])
                .generate_state(1)[0])
 
 
@@ -356,9 +377,10 @@ def run_trial(model: nn.Module, dataset, splits: dict, methods, cfg: FewShotConf
         for method in methods:
             t0 = time.perf_counter()
             torch.manual_seed(_run_seed(seed, trial, n, method))
-            if method == "frozen":
+            if method in EMBEDDING_METHODS:
                 data = {k: (embeddings(v, images), labels[v]) for k, v in idx.items()}
-                net = ResCNNHead(d, len(classes)).to(device)
+                net = (ResCNNHead(d, len(classes)) if method == "frozen"
+                       else LinearProbe(d, len(classes))).to(device)
                 groups = _groups(net, cfg.lr, cfg.weight_decay)
             elif method in ("finetuned", "cnn"):
                 image_data = data = image_data or {k: (images(v), labels[v])
