@@ -37,10 +37,12 @@ $(VENV)/.deps-stamp: $(VENV)/bin/python requirements.txt requirements-torch.txt 
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
 	touch $@
 
-# Configure once, then build+install on every call: CMake copies only what changed.
+# Configure once, then build+install on every call: CMake copies only what changed (the
+# models folder is copied afresh, so that what was deleted from models/ is not served).
 module: venv
 	@[ -f $(BUILD)/CMakeCache.txt ] || cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
 	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) >/dev/null
+	@rm -rf $(VENV)/share/spectrumfm/models   # an adapter removed from models/ goes from here too
 	@cmake --build $(BUILD) >/dev/null && cmake --install $(BUILD) >/dev/null
 	@echo "installed: $$($(VENV)/bin/spectrumfm --version)"
 
