@@ -3,7 +3,7 @@
 The splitter is checked on many random label and group layouts; the end-to-end run uses a
 tiny LWM-Spectro checkpoint with random weights (16 x 16 images, one 16-wide layer) on
 three classes of 256-sample tones written straight to a shard, so the whole protocol (two
-N values, two trials, three methods) runs in seconds on one CPU thread.
+N values, two trials, four methods) runs in seconds on one CPU thread.
 """
 
 import json
@@ -199,7 +199,7 @@ def test_006b_the_linear_probe_reads_coordinates_the_paper_head_cannot():
     assert (probe(x).argmax(dim=1) == y).all()
 
 
-def test_007_a_mixture_of_experts_runs_frozen_and_cnn_only(tiny):
+def test_007_a_mixture_of_experts_runs_all_but_finetuned(tiny):
     from spectrumfm.train.lwm import open_examples
 
     experts = {k: create_model("lwm-spectro-tiny", **TINY) for k in ("a", "b")}
@@ -249,6 +249,22 @@ def test_008_end_to_end_writes_json_md_png_for_every_method_and_n(tiny, capsys):
     assert (out / "few_shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_008b_an_interrupted_trial_is_not_counted_as_a_trial():
+    from spectrumfm.train.few_shot import summarise
+    from spectrumfm_apps.few_shot import table
+
+    runs = [{"trial": t, "n": n, "method": m, "accuracy": 0.5 + t / 10, "macro_f1": 0.4,
+             "seconds": 1.0}
+            for t in (0, 1) for n in (2, 4) for m in ("frozen", "cnn")][:-1]  # trial 1 stops
+    report = {"settings": {"model": "m", "data": "d", "task": None, "n_per_class": [2, 4],
+                           "trials": 3, "methods": ["frozen", "cnn"], "n_test": 4},
+              "model": {"arch": "lwm-spectro-tiny"}, "classes": CLASSES, "chance": 1 / 3,
+              "notes": [], "runs": runs, "summary": summarise(runs)}
+    md = table(report)
+    assert "1 of 3 trials and 1 interrupted (in the rows it reached)" in md, md
+    assert md.count("±") == 2 * 3        # rows with two trials: N = 2 both, N = 4 frozen
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--few-shot", "2,x"], r"--few-shot 2,x: 'x' is not a whole number >= 1"),
     (["--few-shot", "0"], r"--few-shot 0: '0' is not a whole number >= 1"),
@@ -278,11 +294,23 @@ def test_009_bad_input_is_one_line_and_exit_2(tiny, capsys, argv, message):
     assert err.count("\n") == 1 and re.match(r"spectrumfm: error: .*" + message, err), err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--few-shot", "2", "--out", "OUT", "--split", "all"],
+     "--split: only used when scoring an adapter on --data, not with --few-shot"),
+    (["--task", "snr-mobility"],
+     "--task: only used with --few-shot, not when scoring an adapter on --data"),
+    (["--scenes", "2", "--trials", "3"], "--trials: only used with --few-shot, not with --scenes"),
+    (["--channels", "8"],
+     "--channels: only used with --scenes, not when scoring an adapter on --data"),
+])
+def test_009b_options_of_another_mode_are_refused_not_ignored(tiny, capsys, argv, message):
+    argv = [str(tiny["root"] / "o") if a == "OUT" else a for a in argv]
+    rc, _, err = _cli(capsys, "--model", tiny["ckpt"], "--data", tiny["data"], *argv)
+    assert rc == 2 and err == f"spectrumfm: error: {message}\n", err
+
+
 def test_010_a_mixture_checkpoint_runs_without_finetuned(tiny, capsys):
     from spectrumfm.models import lwm_spectro_moe
-
-    if not hasattr(lwm_spectro_moe, "MOE_ARCH"):
-        pytest.skip("this tree cannot save a mixture of experts yet")
     experts = {k: create_model("lwm-spectro-tiny", **TINY) for k in ("a", "b")}
     router = Router(RouterConfig(n_experts=2, n_frames=16, n_fft=16, patch_size=4,
                                  d_model=16, ff_dim=32, n_heads=2, n_layers=1))

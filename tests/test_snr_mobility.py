@@ -87,14 +87,13 @@ def test_003_bad_one_of_forms_are_one_line_errors(value, words):
     assert "\n" not in msg and "speed_kmh" in msg and words in msg, msg
 
 
-def test_004_recipes_load_and_pretraining_keeps_its_draws():
+def test_004_recipes_load_and_speed_is_stored_before_doppler():
     for path in sorted(RECIPES.glob("lwm-*.yaml")):
         recipe = Recipe.build(Recipe.load(str(path)), where=path.name)
         assert recipe.length == 8256 and recipe.samp_rate == 20e6, path.name
     mob = Recipe.build(Recipe.load(str(RECIPES / "lwm-snr-mobility.yaml")))
     assert mob.impairments["speed_kmh"] == {"one_of": [3, 120]}
-    # speed_kmh joined PARAM_KEYS without a new draw: the corpus already generated from
-    # lwm-pretrain.yaml is the same bytes, now with a speed column.
+    # The speed a Doppler shift was derived from comes before it in the stored columns.
     assert PARAM_KEYS.index("speed_kmh") < PARAM_KEYS.index("doppler_hz")
 
 

@@ -231,10 +231,35 @@ def _load(args, device):
         opener
 
 
+# The options only one way of evaluating reads; the others refuse them rather than ignore
+# them (``--task snr-mobility`` on an adapter would otherwise score the adapter's own task).
+_ONLY = {"few-shot": ("trials", "methods", "epochs", "n_val", "n_test", "lr", "train_batch",
+                       "task", "seed", "out"),
+         "scenes": ("snr", "channels", "calibrate"),
+         "adapter": ("split", "per_frame", "backbone", "pfa")}
+_WITH = {"few-shot": "with --few-shot", "scenes": "with --scenes",
+         "adapter": "when scoring an adapter on --data"}
+
+
+def _refuse_other_modes(args) -> None:
+    mode = ("few-shot" if getattr(args, "few_shot", None) is not None else
+            "scenes" if args.scenes is not None else "adapter")
+    defaults = get_args_parser(argparse.ArgumentParser(add_help=False)).parse_args(
+        ["--model", "_"])
+    for owner, names in _ONLY.items():
+        if owner == mode:
+            continue
+        for name in names:
+            if getattr(args, name, None) != getattr(defaults, name):
+                raise InputError(f"--{name.replace('_', '-')}: only used {_WITH[owner]}, not "
+                                 f"{_WITH[mode]}")
+
+
 def main(args) -> int:
     from spectrumfm.tasks import predict
     from spectrumfm.train import resolve_device
 
+    _refuse_other_modes(args)
     if getattr(args, "few_shot", None) is not None:
         from . import few_shot
         return few_shot.main(args)

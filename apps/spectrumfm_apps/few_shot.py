@@ -126,12 +126,20 @@ def table(report: dict) -> str:
         cells = [_cell(by.get((n, m)), k) for m in methods for k in ("accuracy", "macro_f1")]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     s = report["settings"]
-    done = sorted({r["trial"] for r in report["runs"]})
+    # A trial counts when every (N, method) of it finished; an interrupted one is named apart
+    # (its finished rows are in the means, each row's count in few_shot.json's summary).
+    runs = {}
+    for r in report["runs"]:
+        runs.setdefault(r["trial"], set()).add((r["n"], r["method"]))
+    need = {(n, m) for n in s["n_per_class"] for m in methods}
+    full = [t for t, got in runs.items() if need <= got]
+    part = len(runs) - len(full)
     task = f"task {s['task']}" if s["task"] else "the dataset's own classes"
     lines += ["", f"Model `{s['model']}` ({report['model']['arch']}), data `{s['data']}`, "
               f"{task}, {len(report['classes'])} classes, "
-              f"{len(done)} of {s['trials']} trials, {s['n_test']} test examples per class: "
-              f"chance level {report['chance']:.3f}."]
+              f"{len(full)} of {s['trials']} trials"
+              + (f" and {part} interrupted (in the rows it reached)" if part else "")
+              + f", {s['n_test']} test examples per class: chance level {report['chance']:.3f}."]
     lines += [f"Note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 

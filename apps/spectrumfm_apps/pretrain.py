@@ -75,7 +75,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from "
                    "its train_state.pt")
     p.add_argument("--max-windows", type=int, metavar="N", help="train on at most N windows "
-                   "(validation on a proportional share), for quick runs")
+                   "(validation on a proportional share), for quick runs; with --experts "
+                   "drawn from every class of --data, so the classes no expert takes use "
+                   "part of N")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes "
                    "(default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false",

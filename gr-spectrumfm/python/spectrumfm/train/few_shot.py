@@ -1,7 +1,8 @@
-"""LWM-Spectro's few-shot protocol (paper §V): N labelled examples per class, three learners.
+"""LWM-Spectro's few-shot protocol (paper §V): N labelled examples per class, four learners.
 
 For every N per class and trial, a stratified train / validation / test split of a dataset
-the encoder never saw (:func:`few_shot_split`), then three methods trained on the train
+the encoder never saw (:func:`few_shot_split`), then the paper's three methods and a linear
+probe trained on the train
 part, early-stopped on the validation part and scored on the test part:
 
 * ``frozen`` (the paper's "LWM"): the pretrained encoder frozen, the §III-F head
@@ -27,7 +28,7 @@ fill them: at 2 examples per class one pass is one batch, and 8 optimiser steps 
 learner at its initialisation, which would measure the step count rather than the features.
 
 A mixture of experts (:class:`~spectrumfm.models.LWMSpectroMoE`) is encoded through
-:func:`encode` by each image's routed expert; only ``frozen`` and ``cnn`` are offered for it.
+:func:`encode` by each image's routed expert; every method but ``finetuned`` is offered for it.
 """
 
 from __future__ import annotations
