@@ -9,8 +9,6 @@ No modulation adapter ships with it (its card says why), which the engine says i
 import json
 from pathlib import Path
 
-import pytest
-
 from sfm_testutil import read_jsonl, run_cli
 from test_bad_input import assert_one_line_error
 

@@ -2,8 +2,8 @@
 
 For every N per class and trial, a stratified train / validation / test split of a dataset
 the encoder never saw (:func:`few_shot_split`), then the paper's three methods and a linear
-probe trained on the train
-part, early-stopped on the validation part and scored on the test part:
+probe trained on the train part, early-stopped on the validation part and scored on the test
+part:
 
 * ``frozen`` (the paper's "LWM"): the pretrained encoder frozen, the §III-F head
   (:class:`~spectrumfm.models.ResCNNHead`) trained on top. The head's first step is the mean
@@ -51,9 +51,9 @@ from spectrumfm.models.spectrogram_cnn import SpectrogramCNN
 
 from .engine import NonFiniteLossError
 
-__all__ = ["METHODS", "EMBEDDING_METHODS", "FewShotConfig", "LinearProbe", "TooFewExamplesError", "few_shot_split", "encoder_kind",
-           "encode", "ExampleImages", "EmbeddingCache", "train_and_score", "run_trial",
-           "summarise"]
+__all__ = ["METHODS", "EMBEDDING_METHODS", "FewShotConfig", "LinearProbe", "TooFewExamplesError",
+           "few_shot_split", "encoder_kind", "encode", "ExampleImages", "EmbeddingCache",
+           "train_and_score", "run_trial", "summarise"]
 
 METHODS = ("frozen", "linear", "finetuned", "cnn")
 _SEED_INDEX = {"frozen": 0, "finetuned": 1, "cnn": 2, "linear": 3}   # fixed as methods are added
