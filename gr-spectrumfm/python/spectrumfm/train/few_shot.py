@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from spectrumfm.errors import InputError
 from spectrumfm.metrics import classification_report
-from spectrumfm.models import LWMSpectro, LWMSpectroMoE, ResCNNHead
+from spectrumfm.models import LinearHead, LWMSpectro, LWMSpectroMoE, ResCNNHead
 from spectrumfm.models.spectrogram_cnn import SpectrogramCNN
 
 from .engine import NonFiniteLossError
@@ -250,18 +250,15 @@ class _FineTuned(nn.Module):
         return self.head(encode(self.encoder, images))
 
 
-class LinearProbe(nn.Module):
-    """Tokens (B, N, d) -> mean over tokens -> LayerNorm (no gain) -> linear: the textbook
-    probe of a frozen encoder. The norm is per example, so no batch statistics are needed
-    at 2 examples per class."""
+class LinearProbe(nn.Sequential):
+    """Tokens (B, N, d) -> LayerNorm (no gain) -> the project's :class:`LinearHead` (mean over
+    tokens, linear): the textbook probe of a frozen encoder. The norm is per example, so no
+    batch statistics are needed at 2 examples per class; on the cached (B, 1, d) embeddings
+    it normalises the pooled vector itself."""
 
     def __init__(self, d_model: int, n_classes: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
-        self.classifier = nn.Linear(d_model, n_classes)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.classifier(self.norm(tokens.mean(dim=1)))
+        super().__init__(nn.LayerNorm(d_model, elementwise_affine=False),
+                         LinearHead(d_model, n_classes))
 
 
 def _groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
